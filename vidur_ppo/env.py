@@ -1,0 +1,168 @@
+"""`VidurRouting-v0`: the gymnasium environment in which the agent is vidur's global scheduler.
+
+One step is one routing decision: the observation describes every replica (a matrix
+[replicas x features], so attention models stay permutation-equivariant and a policy can run
+on other cluster sizes) and the arriving request; the action is the replica index. An episode
+is one trace: it ends when the trace is exhausted and every request has finished (the driver
+raises if any request would be lost). Each `reset(seed)` builds a fresh vidur simulator.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from vidur_ppo.sim.cluster import ClusterSpec
+from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
+from vidur_ppo.sim.workload import SyntheticWorkload, TraceWorkload, make_workload
+
+ENV_ID = "VidurRouting-v0"
+
+#: The embedded default workload: 4 x Llama-2-7B/A100 serve prompts of 256-2048 and outputs of
+#: 32-512 tokens (see README "Default scenario" for how the load levels were chosen).
+DEFAULT_WORKLOAD: Dict[str, Any] = {
+    "kind": "synthetic",
+    "num_requests": 1000,
+    "qps": 12.0,
+    "arrival": "poisson",
+    "prefill": {"kind": "uniform", "min": 256, "max": 2048},
+    "decode": {"kind": "uniform", "min": 32, "max": 512},
+}
+DEFAULT_SLO_E2E = 10.0  # seconds
+
+REQUEST_FEATURES = ("prefill_tokens", "decode_tokens")
+
+RewardFn = Callable[[List[Any], SimDriver], float]
+
+
+def neg_latency_reward(completed: List[Any], driver: SimDriver, slo_e2e: float = DEFAULT_SLO_E2E) -> float:
+    """Minimal reward: minus the E2E latency (in SLOs) of the requests completed during the step.
+
+    A placeholder until the reward registry (`vidur_ppo.rewards`) replaces it.
+    """
+    return -sum(r._completed_at - r._arrived_at for r in completed) / slo_e2e
+
+
+class VidurRoutingEnv(gym.Env):
+    """Route each arriving request of a vidur simulation to one replica."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        cluster: Union[ClusterSpec, Mapping[str, Any], None] = None,
+        workload: Union[SyntheticWorkload, TraceWorkload, Mapping[str, Any], None] = None,
+        slo_e2e: float = DEFAULT_SLO_E2E,
+        reward_fn: Optional[RewardFn] = None,
+        record_token_times: bool = True,
+    ) -> None:
+        self.cluster = ClusterSpec.from_mapping(cluster)
+        self.cluster.validate()
+        if workload is None:
+            workload = DEFAULT_WORKLOAD
+        self.workload = make_workload(workload) if isinstance(workload, Mapping) else workload
+        self.slo_e2e = float(slo_e2e)
+        self.reward_fn = reward_fn
+        self.record_token_times = record_token_times
+        r, f = self.cluster.num_replicas, len(REPLICA_STATE_COLUMNS)
+        self.observation_space = spaces.Dict(
+            {
+                "replicas": spaces.Box(0.0, np.inf, shape=(r, f), dtype=np.float32),
+                "request": spaces.Box(0.0, np.inf, shape=(len(REQUEST_FEATURES),), dtype=np.float32),
+            }
+        )
+        self.action_space = spaces.Discrete(r)
+        self.driver: Optional[SimDriver] = None
+        self._request = None
+        self.episode_seed: Optional[int] = None
+
+    # --- gymnasium API -------------------------------------------------------------------
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[Dict[str, Any]] = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if "trace" in options:
+            trace = options["trace"]
+            self.episode_seed = options.get("episode_seed")
+        else:
+            self.episode_seed = int(seed if seed is not None else self.np_random.integers(2**31 - 1))
+            trace = self.workload.generate(self.episode_seed)
+        self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times)
+        self._request = self.driver.next_decision()
+        return self._observe(), self._info()
+
+    def step(self, action):
+        if self.driver is None or self._request is None:
+            raise RuntimeError("call reset() before step(); the episode has ended")
+        self._request = self.driver.assign(int(action))
+        completed = self.driver.pop_completed()
+        if self.reward_fn is not None:
+            reward = float(self.reward_fn(completed, self.driver))
+        else:
+            reward = neg_latency_reward(completed, self.driver, self.slo_e2e)
+        terminated = self._request is None
+        info = self._info()
+        if terminated:
+            info["episode_metrics"] = self.driver.summary(slo_e2e=self.slo_e2e)
+        return self._observe(), reward, terminated, False, info
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _observe(self) -> Dict[str, np.ndarray]:
+        req = self._request
+        request = np.zeros(len(REQUEST_FEATURES), dtype=np.float32)
+        if req is not None:
+            request[0] = req.num_prefill_tokens
+            request[1] = req.num_decode_tokens
+        return {"replicas": self.driver.replica_state().astype(np.float32), "request": request}
+
+    def _info(self) -> Dict[str, Any]:
+        req = self._request
+        return {
+            "request_id": -1 if req is None else int(req.id),
+            "time": float(self.driver.now),
+            "episode_seed": -1 if self.episode_seed is None else self.episode_seed,
+        }
+
+
+def make_vector_env(
+    num_envs: int,
+    asynchronous: bool = True,
+    **env_kwargs: Any,
+) -> gym.vector.VectorEnv:
+    """N independent envs; Async runs each in its own worker process."""
+    fns = [lambda: VidurRoutingEnv(**env_kwargs) for _ in range(num_envs)]
+    if asynchronous:
+        return gym.vector.AsyncVectorEnv(fns, shared_memory=False)
+    return gym.vector.SyncVectorEnv(fns)
+
+
+def run_episode(env: VidurRoutingEnv, policy, seed: Optional[int] = None, trace=None) -> Dict[str, float]:
+    """Run one whole episode with `policy(obs) -> action` (heuristics included); returns metrics."""
+    options = {"trace": trace, "episode_seed": seed} if trace is not None else None
+    obs, _ = env.reset(seed=seed, options=options)
+    if hasattr(policy, "reset"):
+        policy.reset(seed)
+    while True:
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        if terminated or truncated:
+            return info["episode_metrics"]
+
+
+def evaluate_heuristics(
+    names: Sequence[str], cluster=None, workload=None, seeds: Sequence[int] = (0,), slo_e2e: float = DEFAULT_SLO_E2E
+) -> List[Dict[str, Any]]:
+    """Paired runs: every heuristic sees the same trace for each seed."""
+    from vidur_ppo.heuristics import make_heuristic
+
+    env = VidurRoutingEnv(cluster=cluster, workload=workload, slo_e2e=slo_e2e)
+    rows = []
+    for seed in seeds:
+        trace = env.workload.generate(seed)
+        for name in names:
+            m = run_episode(env, make_heuristic(name), seed=seed, trace=trace)
+            rows.append({"scheduler": name, "seed": seed, **m})
+    return rows

@@ -1,0 +1,127 @@
+"""Heuristic global schedulers, with the same interface as a learned policy (obs -> action).
+
+They read the env's observation (`obs["replicas"]`, columns `REPLICA_STATE_COLUMNS`), go
+through the same driver, traces and metrics as PPO, and double as behaviour-cloning teachers.
+Ties go to the lowest replica index, as in vidur. Random choices use each heuristic's own
+seeded generator (vidur's `random` scheduler uses Python's global `random` state).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Mapping, Optional
+
+import numpy as np
+
+from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS
+
+_COL = {name: i for i, name in enumerate(REPLICA_STATE_COLUMNS)}
+
+
+class Heuristic:
+    """Base: `reset(seed)` at each episode start, `act(obs) -> replica index`."""
+
+    name = "heuristic"
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        pass
+
+    def act(self, obs: Mapping[str, np.ndarray]) -> int:
+        raise NotImplementedError
+
+    def __call__(self, obs: Mapping[str, np.ndarray]) -> int:
+        return self.act(obs)
+
+
+class RoundRobin(Heuristic):
+    """vidur's `round_robin`: request k goes to replica k mod R."""
+
+    name = "round_robin"
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self._k = 0
+
+    def act(self, obs):
+        r = self._k % obs["replicas"].shape[0]
+        self._k += 1
+        return r
+
+
+class Random(Heuristic):
+    """Uniformly random replica (own seeded generator)."""
+
+    name = "random"
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs):
+        return int(self._rng.integers(obs["replicas"].shape[0]))
+
+
+class _ArgMin(Heuristic):
+    """Pick the replica minimising one load measure (first index on ties)."""
+
+    def load(self, replicas: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def act(self, obs):
+        return int(np.argmin(self.load(obs["replicas"])))
+
+
+class LOR(_ArgMin):
+    """vidur's `lor`: fewest requests *waiting* in the replica queue; running ones are ignored
+    (faithful to `lor_global_scheduler.py`, so a weak baseline at light load)."""
+
+    name = "lor"
+
+    def load(self, replicas):
+        return replicas[:, _COL["waiting"]]
+
+
+class JSQ(_ArgMin):
+    """Join the shortest queue: fewest outstanding requests (waiting + running)."""
+
+    name = "jsq"
+
+    def load(self, replicas):
+        return replicas[:, _COL["waiting"]] + replicas[:, _COL["running"]]
+
+
+class LeastWorkLeft(_ArgMin):
+    """Fewest outstanding tokens (prefill + decode still to process)."""
+
+    name = "least_work_left"
+
+    def load(self, replicas):
+        return replicas[:, _COL["prefill_tokens_left"]] + replicas[:, _COL["decode_tokens_left"]]
+
+
+class PowerOfTwo(Heuristic):
+    """Power-of-two choices: sample two distinct replicas, keep the one with fewer outstanding
+    requests (waiting + running)."""
+
+    name = "power_of_two"
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self._rng = np.random.default_rng(seed)
+
+    def act(self, obs):
+        rep = obs["replicas"]
+        n = rep.shape[0]
+        if n == 1:
+            return 0
+        a, b = self._rng.choice(n, size=2, replace=False)
+        load = rep[:, _COL["waiting"]] + rep[:, _COL["running"]]
+        return int(a if (load[a], a) <= (load[b], b) else b)
+
+
+HEURISTICS: Dict[str, Callable[[], Heuristic]] = {
+    cls.name: cls for cls in (RoundRobin, Random, LOR, JSQ, LeastWorkLeft, PowerOfTwo)
+}
+
+
+def make_heuristic(name: str) -> Heuristic:
+    try:
+        return HEURISTICS[name]()
+    except KeyError:
+        raise ValueError(f"unknown heuristic {name!r}; choose one of {sorted(HEURISTICS)}") from None

@@ -1,0 +1,272 @@
+"""The simulated cluster: one explicit spec turned into vidur's `SimulationConfig`.
+
+vidur's defaults are not a scenario (Llama-3-8B on H100 TP8/PP2, the Mnemosyne replica
+scheduler, a predictor that downloads profiles), so every field vidur reads is set here from
+`ClusterSpec`. The spec also knows the replica's admission limits, so a trace that could never
+finish (a prompt longer than vLLM's `max_tokens_in_batch`, a request larger than the KV cache)
+is a clear error before the run instead of vidur's "Simulation ended with pending requests".
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, List, Mapping, Optional, Tuple
+
+from vidur.config import (
+    BaseExecutionTimePredictorConfig,
+    BaseGlobalSchedulerConfig,
+    BaseRequestGeneratorConfig,
+    CacheConfig,
+    ClusterConfig,
+    LinearRegressionExecutionTimePredictorConfig,
+    LORGlobalSchedulerConfig,
+    OrcaSchedulerConfig,
+    RandomForrestExecutionTimePredictorConfig,
+    RandomGlobalSchedulerConfig,
+    ReplicaConfig,
+    RoundRobinGlobalSchedulerConfig,
+    SarathiSchedulerConfig,
+    VllmSchedulerConfig,
+)
+from vidur.entities import Request
+from vidur.request_generator import RequestGeneratorRegistry
+from vidur.request_generator.base_request_generator import BaseRequestGenerator
+from vidur.scheduler.global_scheduler.base_global_scheduler import BaseGlobalScheduler
+from vidur.scheduler.global_scheduler.global_scheduler_registry import GlobalSchedulerRegistry
+from vidur.types import BaseIntEnum, ReplicaId
+from vidur.utils.memory_planner import MemoryPlanner
+
+from vidur_ppo.sim import compat
+from vidur_ppo.sim.workload import Trace
+
+REPLICA_SCHEDULERS = ("vllm", "sarathi", "orca")
+PREDICTORS = ("roofline", "vidur_random_forest", "vidur_linear_regression")
+VIDUR_GLOBAL_SCHEDULERS = ("round_robin", "lor", "random")
+
+
+class ScenarioError(ValueError):
+    """A cluster spec or trace that vidur cannot run."""
+
+
+# --- our own registry keys (values chosen not to collide with vidur's enums) -------------------
+
+
+class ExtRequestGeneratorType(BaseIntEnum):
+    GIVEN = 101
+
+
+class ExtGlobalSchedulerType(BaseIntEnum):
+    EXTERNAL = 101
+
+
+@dataclass
+class GivenRequestsConfig(BaseRequestGeneratorConfig):
+    """Hands vidur a pre-generated `Trace` (our workloads) instead of its own generators."""
+
+    trace: Optional[Trace] = None
+
+    @staticmethod
+    def get_type():
+        return ExtRequestGeneratorType.GIVEN
+
+
+class GivenRequestsGenerator(BaseRequestGenerator):
+    """Turns the trace into fresh vidur `Request` entities (ids 0..n-1 after an id reset)."""
+
+    def generate_requests(self) -> List[Request]:
+        t = self.config.trace
+        return [
+            Request(arrived_at=float(a), num_prefill_tokens=int(p), num_decode_tokens=int(d))
+            for a, p, d in zip(t.arrived_at, t.num_prefill_tokens, t.num_decode_tokens)
+        ]
+
+
+@dataclass
+class ExternalGlobalSchedulerConfig(BaseGlobalSchedulerConfig):
+    @staticmethod
+    def get_type():
+        return ExtGlobalSchedulerType.EXTERNAL
+
+
+class ExternalGlobalScheduler(BaseGlobalScheduler):
+    """A global scheduler whose decisions come from outside (the driver).
+
+    vidur's `GlobalScheduleEvent` calls `schedule()` and hands each (replica, request) pair to
+    the replica scheduler itself; the driver fills `decisions` before letting that event run,
+    so vidur's own event code does the hand-off.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.decisions: List[Tuple[ReplicaId, Request]] = []
+
+    def schedule(self) -> List[Tuple[ReplicaId, Request]]:
+        out, self.decisions = self.decisions, []
+        return out
+
+
+RequestGeneratorRegistry.register(ExtRequestGeneratorType.GIVEN, GivenRequestsGenerator)
+GlobalSchedulerRegistry.register(ExtGlobalSchedulerType.EXTERNAL, ExternalGlobalScheduler)
+
+
+# --- the spec -------------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterSpec:
+    """Everything vidur needs to know about the cluster (the `env` config group)."""
+
+    num_replicas: int = 4
+    model: str = "meta-llama/Llama-2-7b-hf"
+    device: str = "a100"
+    network_device: Optional[str] = None  # default: "<device>_pairwise_nvlink"
+    tensor_parallel_size: int = 1
+    pipeline_stages: int = 1
+    replica_scheduler: str = "vllm"
+    batch_size_cap: int = 128
+    max_tokens_in_batch: int = 4096  # vllm: the largest prompt it admits
+    chunk_size: int = 512  # sarathi: prefill chunk
+    block_size: int = 16
+    num_blocks: Optional[int] = None  # default: all KV memory left after the weights
+    memory_margin_fraction: float = 0.1
+    watermark_blocks_fraction: float = 0.01
+    max_request_tokens: int = 4096  # vidur sizes per-request KV slots by this
+    predictor: str = "roofline"
+    predictor_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, spec: Mapping[str, Any] | "ClusterSpec" | None) -> "ClusterSpec":
+        if spec is None:
+            return cls()
+        if isinstance(spec, ClusterSpec):
+            return spec
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise ScenarioError(f"unknown cluster key(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**{k: (dict(v) if k == "predictor_options" else v) for k, v in spec.items()})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        if self.num_replicas < 1:
+            raise ScenarioError(f"num_replicas must be >= 1, got {self.num_replicas}")
+        if self.replica_scheduler not in REPLICA_SCHEDULERS:
+            raise ScenarioError(
+                f"replica_scheduler={self.replica_scheduler!r}; choose one of {REPLICA_SCHEDULERS}"
+            )
+        if self.predictor not in PREDICTORS:
+            raise ScenarioError(f"predictor={self.predictor!r}; choose one of {PREDICTORS}")
+        for key in ("tensor_parallel_size", "pipeline_stages", "batch_size_cap",
+                    "max_tokens_in_batch", "chunk_size", "block_size", "max_request_tokens"):
+            if getattr(self, key) < 1:
+                raise ScenarioError(f"{key} must be >= 1, got {getattr(self, key)}")
+
+    # --- vidur config objects ---------------------------------------------------------------
+
+    def replica_config(self) -> ReplicaConfig:
+        try:
+            return ReplicaConfig(
+                model_name=self.model,
+                device=self.device,
+                network_device=self.network_device or f"{self.device}_pairwise_nvlink",
+                tensor_parallel_size=self.tensor_parallel_size,
+                num_pipeline_stages=self.pipeline_stages,
+            )
+        except (KeyError, ValueError, AssertionError) as exc:
+            raise ScenarioError(
+                f"vidur rejects model={self.model!r} device={self.device!r} "
+                f"tp={self.tensor_parallel_size} pp={self.pipeline_stages}: {exc!r}"
+            ) from exc
+
+    def _replica_scheduler_config(self):
+        if self.replica_scheduler == "vllm":
+            return VllmSchedulerConfig(
+                batch_size_cap=self.batch_size_cap, max_tokens_in_batch=self.max_tokens_in_batch
+            )
+        if self.replica_scheduler == "sarathi":
+            return SarathiSchedulerConfig(
+                batch_size_cap=self.batch_size_cap, chunk_size=self.chunk_size
+            )
+        return OrcaSchedulerConfig(batch_size_cap=self.batch_size_cap)
+
+    def _predictor_config(self) -> BaseExecutionTimePredictorConfig:
+        opts = dict(self.predictor_options)
+        if self.predictor == "roofline":
+            from vidur_ppo.sim.predictor import RooflinePredictorConfig
+
+            return RooflinePredictorConfig(**opts)
+        if self.predictor == "vidur_random_forest":
+            return RandomForrestExecutionTimePredictorConfig(**opts)
+        return LinearRegressionExecutionTimePredictorConfig(**opts)
+
+    def cache_config(self) -> CacheConfig:
+        return CacheConfig(
+            block_size=self.block_size,
+            num_blocks=self.num_blocks,
+            memory_margin_fraction=self.memory_margin_fraction,
+            watermark_blocks_fraction=self.watermark_blocks_fraction,
+        )
+
+    def kv_capacity_tokens(self) -> int:
+        """Tokens of KV cache one replica holds (what vidur's memory planner computes)."""
+        if self.num_blocks:
+            return self.num_blocks * self.block_size
+        planner = MemoryPlanner(self.replica_config(), self.cache_config())
+        max_tokens = planner.get_max_kv_cache_size_in_tokens()
+        slots = max_tokens // self.max_request_tokens
+        return (self.max_request_tokens // self.block_size) * slots * self.block_size
+
+    def check_trace(self, trace: Trace) -> None:
+        """Fail before the run on requests this replica could never finish."""
+        total = trace.num_prefill_tokens + trace.num_decode_tokens
+        checks = [(total > self.max_request_tokens,
+                   f"total tokens exceed env.max_request_tokens={self.max_request_tokens}")]
+        if self.replica_scheduler == "vllm":
+            # a preempted request restarts as a prefill of everything processed so far
+            checks.append((total > self.max_tokens_in_batch,
+                           "vLLM never admits a prompt (incl. a restarted one) longer than "
+                           f"env.max_tokens_in_batch={self.max_tokens_in_batch}"))
+        capacity = self.kv_capacity_tokens()
+        checks.append((total > capacity, f"request exceeds the replica's KV cache of {capacity} tokens"))
+        for bad, why in checks:
+            if bad.any():
+                i = int(bad.argmax())
+                raise ScenarioError(
+                    f"request {i} (prefill={int(trace.num_prefill_tokens[i])}, "
+                    f"decode={int(trace.num_decode_tokens[i])}) can never run: {why} "
+                    f"({int(bad.sum())} such requests in the trace)"
+                )
+
+    def simulation_config(self, trace: Trace, global_scheduler: str = "external"):
+        """vidur's `SimulationConfig` for this cluster serving `trace`; writes nothing."""
+        self.validate()
+        self.check_trace(trace)
+        compat.apply()
+        if global_scheduler == "external":
+            gs = ExternalGlobalSchedulerConfig()
+        elif global_scheduler == "round_robin":
+            gs = RoundRobinGlobalSchedulerConfig()
+        elif global_scheduler == "lor":
+            gs = LORGlobalSchedulerConfig()
+        elif global_scheduler == "random":
+            gs = RandomGlobalSchedulerConfig()
+        else:
+            raise ScenarioError(
+                f"global_scheduler={global_scheduler!r}; choose external or {VIDUR_GLOBAL_SCHEDULERS}"
+            )
+        return compat.QuietSimulationConfig(
+            cluster_config=ClusterConfig(
+                num_replicas=self.num_replicas,
+                replica_config=self.replica_config(),
+                cache_config=self.cache_config(),
+                global_scheduler_config=gs,
+                replica_scheduler_config=self._replica_scheduler_config(),
+            ),
+            request_generator_config=GivenRequestsConfig(
+                trace=trace, max_tokens=self.max_request_tokens
+            ),
+            execution_time_predictor_config=self._predictor_config(),
+            metrics_config=compat.QuietMetricsConfig(output_dir="/nonexistent-vidur-output"),
+        )

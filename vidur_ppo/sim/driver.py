@@ -1,0 +1,237 @@
+"""Step vidur's own event loop decision by decision (inversion of control).
+
+`vidur.simulator.Simulator.run()` pops events until the heap is empty and lets a built-in
+global scheduler pick replicas. The driver builds the same `Simulator` (vidur's events,
+entities, replica schedulers, memory planner and our predictor, all unchanged), pops the events
+itself, and stops whenever a `GlobalScheduleEvent` finds requests waiting for a replica. Each
+waiting request is one decision; once all are decided, vidur's own `GlobalScheduleEvent` hands
+them to the replica schedulers. With round-robin decisions this reproduces vidur's `round_robin`
+run request by request (tests/test_driver.py).
+
+The driver also watches `BatchEndEvent`s (the only place a token is produced) to record the
+per-token times that vidur does not keep, the newly completed requests (for rewards) and each
+replica's busy time, and it writes nothing to disk.
+"""
+
+from __future__ import annotations
+
+import heapq
+from array import array
+from typing import Dict, List, Optional
+
+import numpy as np
+from vidur.entities import Request
+from vidur.events.batch_end_event import BatchEndEvent
+from vidur.events.global_schedule_event import GlobalScheduleEvent
+from vidur.simulator import Simulator
+from vidur.types import ReplicaId
+
+from vidur_ppo.sim import compat, metrics
+from vidur_ppo.sim.cluster import ClusterSpec
+from vidur_ppo.sim.workload import Trace
+
+#: Columns of `SimDriver.replica_state()`, one row per replica.
+REPLICA_STATE_COLUMNS = (
+    "waiting",  # requests queued at the replica (vidur's num_pending_requests) + same-instant assignments
+    "running",  # requests holding KV cache (admitted, not finished)
+    "prefill_tokens_left",  # prompt tokens still to process, waiting + running
+    "decode_tokens_left",  # output tokens still to generate, waiting + running
+    "kv_usage",  # fraction of KV blocks allocated
+    "oldest_wait",  # seconds the oldest waiting request has waited (0 if none)
+)
+
+
+class SimulationError(RuntimeError):
+    """The simulation ended in a state that loses requests."""
+
+
+class SimDriver:
+    """One episode of vidur, stepped one routing decision at a time.
+
+    Usage::
+
+        d = SimDriver(ClusterSpec(), trace)
+        req = d.next_decision()
+        while req is not None:
+            req = d.assign(replica_index)   # returns the next request to route, or None
+        d.per_request(), d.tbt_gaps  # results
+    """
+
+    def __init__(self, cluster: ClusterSpec, trace: Trace, record_token_times: bool = True):
+        self.cluster = cluster
+        self.trace = trace
+        self.record_token_times = record_token_times
+        config = cluster.simulation_config(trace, global_scheduler="external")
+        compat.reset_id_counters()
+        self.sim = Simulator(config)
+        self.scheduler = self.sim.scheduler
+        self.num_replicas = cluster.num_replicas
+        self._replica_ids = [ReplicaId(i) for i in range(self.num_replicas)]
+        self._replica_schedulers = [self.scheduler.get_replica_scheduler(r) for r in self._replica_ids]
+        self._num_blocks = [rs._cache_config.num_blocks for rs in self._replica_schedulers]
+        # requests by id (ids are 0..n-1 after the counter reset, in trace order)
+        self.requests: List[Request] = sorted(
+            (ev._request for _, ev in self.sim._event_queue), key=lambda r: r.id
+        )
+        n = len(self.requests)
+        self.assignment = np.full(n, -1, dtype=np.int64)
+        self.busy_time = np.zeros(self.num_replicas)
+        self.tbt_gaps = array("d")
+        self.newly_completed: List[Request] = []
+        self._last_token_at: Dict[int, float] = {}
+        self._pending: List[Request] = []
+        self._held_event: Optional[GlobalScheduleEvent] = None
+        self._tentative: List[int] = [0] * self.num_replicas
+        self.num_decisions = 0
+        self.num_events = 0
+        self.done = False
+
+    # --- stepping -----------------------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        return self.sim._time
+
+    @property
+    def current_request(self) -> Optional[Request]:
+        return self._pending[0] if self._pending else None
+
+    def next_decision(self) -> Optional[Request]:
+        """Run vidur's events until a request needs a replica; None when the episode is over."""
+        if self._pending:
+            return self._pending[0]
+        if self.done:
+            return None
+        sim, scheduler, store = self.sim, self.scheduler, self.sim._metric_store
+        queue = sim._event_queue
+        while queue:
+            _, event = heapq.heappop(queue)
+            sim._set_time(event._time)
+            self.num_events += 1
+            if type(event) is GlobalScheduleEvent and scheduler._request_queue:
+                scheduler.sort_requests()  # as vidur's schedulers do: by arrival time
+                self._pending = scheduler._request_queue
+                scheduler._request_queue = []
+                self._held_event = event
+                return self._pending[0]
+            new_events = event.handle_event(scheduler, store)
+            if type(event) is BatchEndEvent:
+                self._on_batch_end(event)
+            sim._add_events(new_events)
+        self._finish()
+        return None
+
+    def assign(self, replica: int) -> Optional[Request]:
+        """Send the current request to `replica`; returns the next request to route (or None)."""
+        if not self._pending:
+            raise RuntimeError("no request is waiting for a decision; call next_decision() first")
+        if not 0 <= replica < self.num_replicas:
+            raise ValueError(f"replica {replica} out of range [0, {self.num_replicas})")
+        request = self._pending.pop(0)
+        self.scheduler.decisions.append((self._replica_ids[replica], request))
+        self.assignment[request.id] = replica
+        self._tentative[replica] += 1
+        self.num_decisions += 1
+        if self._pending:
+            return self._pending[0]
+        # all requests of this global-schedule point decided: vidur hands them over
+        event, self._held_event = self._held_event, None
+        self.sim._add_events(event.handle_event(self.scheduler, self.sim._metric_store))
+        self._tentative = [0] * self.num_replicas
+        return self.next_decision()
+
+    def per_request(self) -> Dict[str, np.ndarray]:
+        """Per-request latencies (see `vidur_ppo.sim.metrics.per_request`)."""
+        return metrics.per_request(self.requests, self.trace, self.assignment)
+
+    def summary(self, slo_e2e: Optional[float] = None) -> Dict[str, float]:
+        """Episode summary (see `vidur_ppo.sim.metrics.summarize`)."""
+        return metrics.summarize(
+            self.per_request(), self.num_replicas,
+            tbt_gaps=self.tbt_gaps if self.record_token_times else None,
+            busy_time=self.busy_time, slo_e2e=slo_e2e,
+        )
+
+    def pop_completed(self) -> List[Request]:
+        """Requests completed since the last call (for rewards)."""
+        out, self.newly_completed = self.newly_completed, []
+        return out
+
+    def _on_batch_end(self, event: BatchEndEvent) -> None:
+        batch = event._batch
+        t = event._time
+        self.busy_time[batch._replica_id.id] += t - batch._scheduled_at
+        last = self._last_token_at
+        record = self.record_token_times
+        for r in batch._requests:
+            if r._is_prefill_complete:
+                if record:
+                    prev = last.get(r._id)
+                    if prev is not None:
+                        self.tbt_gaps.append(t - prev)
+                    last[r._id] = t
+                if r._completed:
+                    self.newly_completed.append(r)
+                    last.pop(r._id, None)
+
+    def _finish(self) -> None:
+        self.done = True
+        unfinished = [r.id for r in self.requests if not r.completed]
+        if unfinished or not self.scheduler.is_empty():
+            raise SimulationError(
+                f"simulation ended with {len(unfinished)} unfinished requests "
+                f"(first ids {unfinished[:5]}); no request may be dropped"
+            )
+
+    # --- what a policy sees ---------------------------------------------------------------
+
+    def replica_state(self) -> np.ndarray:
+        """[replicas x REPLICA_STATE_COLUMNS] at the current decision (raw units)."""
+        out = np.zeros((self.num_replicas, len(REPLICA_STATE_COLUMNS)), dtype=np.float64)
+        now = self.sim._time
+        reqs = self.requests
+        for i, rs in enumerate(self._replica_schedulers):
+            waiting = rs._request_queue
+            pre = dec = 0
+            oldest = 0.0
+            for r in waiting:
+                left_pre = r._num_prefill_tokens - r._num_processed_tokens
+                if left_pre < 0:
+                    left_pre = 0
+                pre += left_pre
+                dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
+            if waiting:
+                oldest = now - min(r._arrived_at for r in waiting)
+            for rid in rs._allocation_map:
+                r = reqs[rid]
+                left_pre = r._num_prefill_tokens - r._num_processed_tokens
+                if left_pre < 0:
+                    left_pre = 0
+                pre += left_pre
+                dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
+            row = out[i]
+            row[0] = len(waiting) + self._tentative[i]
+            row[1] = len(rs._allocation_map)
+            row[2] = pre
+            row[3] = dec
+            row[4] = rs._num_allocated_blocks / self._num_blocks[i]
+            row[5] = oldest
+        # requests decided at this same global-schedule point are not queued yet: count them
+        if any(self._tentative):
+            for (rid, r) in self.scheduler.decisions:
+                out[rid.id, 2] += r.num_prefill_tokens
+                out[rid.id, 3] += r.num_decode_tokens
+        return out
+
+
+def run_vidur(cluster: ClusterSpec, trace: Trace, global_scheduler: str = "round_robin") -> List[Request]:
+    """Run vidur's own `Simulator.run()` with one of its global schedulers (writes nothing).
+
+    The reference the driver is checked against, and the raw speed it is benchmarked against.
+    """
+    config = cluster.simulation_config(trace, global_scheduler=global_scheduler)
+    compat.reset_id_counters()
+    sim = Simulator(config)
+    requests = sorted((ev._request for _, ev in sim._event_queue), key=lambda r: r.id)
+    sim.run()
+    return requests
