@@ -105,6 +105,7 @@ class ExternalGlobalScheduler(BaseGlobalScheduler):
         return out
 
 
+compat.apply()  # every simulator built through this module runs with the fixes
 RequestGeneratorRegistry.register(ExtRequestGeneratorType.GIVEN, GivenRequestsGenerator)
 GlobalSchedulerRegistry.register(ExtGlobalSchedulerType.EXTERNAL, ExternalGlobalScheduler)
 
@@ -243,7 +244,6 @@ class ClusterSpec:
         """vidur's `SimulationConfig` for this cluster serving `trace`; writes nothing."""
         self.validate()
         self.check_trace(trace)
-        compat.apply()
         if global_scheduler == "external":
             gs = ExternalGlobalSchedulerConfig()
         elif global_scheduler == "round_robin":

@@ -1,8 +1,9 @@
 """Compatibility fixes for vidur 0.0.26 (see ../shared/VIDUR_NOTES.md in the project docs).
 
 Each fix names the upstream file it works around and has a test in tests/test_compat.py that
-shows the upstream failure with the fix switched off. Fixes are applied by `apply()`, which
-`vidur_ppo.sim.driver` calls before building any simulator; it is idempotent.
+shows the upstream failure with the fix switched off. Runtime patches are applied by `apply()`
+(idempotent), called when `vidur_ppo.sim.cluster` is imported, i.e. before any simulator of
+ours exists.
 
 Traps handled elsewhere (they need no patch of vidur itself):
 - `lor` counts only waiting requests: kept faithful in `vidur_ppo.heuristics.LOR`; JSQ is the

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, NamedTuple, Sequence, Union
+from typing import Any, Dict, NamedTuple, Union
 
 import numpy as np
 from vidur._native.entities import ExecutionTime as ExecutionTimeC
@@ -91,36 +91,36 @@ class RooflinePredictorConfig(BaseExecutionTimePredictorConfig):
 
     # --- GEMMs (QKV / output projection, MLP up / down): fitted ---
     gemm_compute_efficiency: float = field(
-        default=0.7508, metadata={"help": "Fraction of peak tensor FLOP/s a large GEMM reaches."}
+        default=0.7499, metadata={"help": "Fraction of peak tensor FLOP/s a large GEMM reaches."}
     )
     gemm_small_m_tokens: float = field(
-        default=105.6,
+        default=105.5,
         metadata={
             "help": "Tokens at which GEMM compute efficiency is halved "
             "(eff(M) = eff * M / (M + this)); models tile/wave under-utilisation."
         },
     )
     gemm_memory_efficiency: float = field(
-        default=0.9228, metadata={"help": "Fraction of HBM bandwidth a weight-bound GEMM reaches."}
+        default=0.9234, metadata={"help": "Fraction of HBM bandwidth a weight-bound GEMM reaches."}
     )
     gemm_overhead_ms: float = field(
-        default=0.006779, metadata={"help": "Fixed per-GEMM kernel overhead (ms)."}
+        default=0.006775, metadata={"help": "Fixed per-GEMM kernel overhead (ms)."}
     )
     # --- elementwise kernels: fitted ---
     norm_memory_efficiency: float = field(
-        default=0.41, metadata={"help": "HBM efficiency of RMSNorm / LayerNorm."}
+        default=0.3895, metadata={"help": "HBM efficiency of RMSNorm / LayerNorm."}
     )
     act_memory_efficiency: float = field(
-        default=0.52, metadata={"help": "HBM efficiency of the (gated) activation."}
+        default=0.5159, metadata={"help": "HBM efficiency of the (gated) activation."}
     )
     rope_memory_efficiency: float = field(
-        default=0.51, metadata={"help": "HBM efficiency of the rotary embedding kernel."}
+        default=0.5011, metadata={"help": "HBM efficiency of the rotary embedding kernel."}
     )
     add_memory_efficiency: float = field(
         default=1.0, metadata={"help": "HBM efficiency of the residual add."}
     )
     elementwise_overhead_ms: float = field(
-        default=0.0025, metadata={"help": "Fixed per-elementwise-kernel overhead (ms)."}
+        default=0.001876, metadata={"help": "Fixed per-elementwise-kernel overhead (ms)."}
     )
     # --- attention kernels: uncalibrated (no profile), from FlashAttention-2 / paged-attention
     # --- benchmarks (A100 ~ 0.55, H100 ~ 0.35 of peak for FA2 prefill; decode ~ 60% of HBM) ---

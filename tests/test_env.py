@@ -1,0 +1,66 @@
+"""The gymnasium env: API conformance, episodes, vector envs, no files written."""
+
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import vidur_ppo  # noqa: F401 - registers VidurRouting-v0
+from vidur_ppo.env import VidurRoutingEnv, evaluate_heuristics, make_vector_env, run_episode
+from vidur_ppo.heuristics import HEURISTICS, JSQ
+
+from conftest import PROMPTS, OUTPUTS
+
+WL = {"kind": "synthetic", "num_requests": 40, "qps": 8.0, "prefill": PROMPTS, "decode": OUTPUTS}
+CLUSTER = {"num_replicas": 2}
+
+
+def test_check_env_passes():
+    env = gym.make("VidurRouting-v0", cluster=CLUSTER, workload=WL).unwrapped
+    check_env(env, skip_render_check=True)
+
+
+def test_three_episodes_in_a_row_write_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = VidurRoutingEnv(cluster=CLUSTER, workload=WL)
+    results = [run_episode(env, JSQ(), seed=s) for s in (0, 1, 0)]
+    assert all(r["num_completed"] == 40 for r in results)
+    assert results[0] == results[2] and results[0] != results[1]
+    assert os.listdir(tmp_path) == []
+
+
+def test_episode_reward_and_info():
+    env = VidurRoutingEnv(cluster=CLUSTER, workload=WL)
+    obs, info = env.reset(seed=3)
+    assert obs["replicas"].shape == (2, 6) and info["request_id"] == 0
+    rewards, steps, done = [], 0, False
+    while not done:
+        obs, r, done, trunc, info = env.step(steps % 2)
+        rewards.append(r)
+        steps += 1
+    assert steps == 40 and "episode_metrics" in info
+    assert sum(rewards) < 0  # minus latency of every completed request
+    with pytest.raises(RuntimeError):
+        env.step(0)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_vector_env_runs_whole_episodes(asynchronous):
+    venv = make_vector_env(2, asynchronous=asynchronous, cluster=CLUSTER, workload=WL)
+    obs, _ = venv.reset(seed=[0, 1])
+    assert obs["replicas"].shape == (2, 2, 6)
+    finished = 0
+    for _ in range(45):
+        obs, r, term, trunc, info = venv.step(np.zeros(2, dtype=np.int64))
+        finished += int(term.sum())
+    venv.close()
+    assert finished == 2
+
+
+def test_all_heuristics_paired_on_same_trace():
+    rows = evaluate_heuristics(sorted(HEURISTICS), cluster=CLUSTER, workload=WL, seeds=[5])
+    assert {r["scheduler"] for r in rows} == set(HEURISTICS)
+    assert all(r["num_completed"] == 40 for r in rows)
+    assert len({r["throughput_tps"] > 0 for r in rows}) == 1
