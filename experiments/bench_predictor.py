@@ -171,9 +171,8 @@ def error_table(df: pd.DataFrame, pred: pd.DataFrame) -> Dict[str, Dict[str, Dic
                 sel &= df["tp"] == tp
             row = {}
             for op in OPS:
-                row[op] = _stats(
-                    (pred.loc[sel, op] - df.loc[sel, op]).abs().to_numpy() / df.loc[sel, op].to_numpy()
-                )
+                meas = df.loc[sel, op].to_numpy()
+                row[op] = _stats(np.abs(pred.loc[sel, op].to_numpy() - meas) / meas)
             row["total"] = _stats(
                 ((total_pred[sel] - total_meas[sel]).abs() / total_meas[sel]).to_numpy()
             )

@@ -1,7 +1,5 @@
 """Tests of the offline roofline execution-time predictor (vidur_ppo.sim.predictor)."""
 
-from __future__ import annotations
-
 import sys
 from pathlib import Path
 
@@ -235,3 +233,36 @@ def test_small_vidur_simulation_completes(tmp_path, monkeypatch):
     sim.run()
     assert all(r.completed for r in requests)
     assert all(r.completed_at > r.arrived_at for r in requests)
+
+
+def test_vidur_cli_accepts_roofline_config(tmp_path, monkeypatch):
+    """Importing the module adds a config subclass to vidur's CLI flattener; it must still parse.
+
+    Uses a one-field wrapper so other projects' config subclasses are not under test here.
+    """
+    from dataclasses import dataclass, field, fields
+
+    from vidur.config import BaseExecutionTimePredictorConfig
+    from vidur.config.flat_dataclass import create_flat_dataclass
+
+    assert all(isinstance(f.type, type) for f in fields(RooflinePredictorConfig))
+
+    @dataclass
+    class Wrapper:
+        execution_time_predictor_config: BaseExecutionTimePredictorConfig = field(
+            default_factory=RooflinePredictorConfig
+        )
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "vidur",
+            "--execution_time_predictor_config_type", "roofline",
+            "--roofline_predictor_config_gemm_compute_efficiency", "0.6",
+        ],
+    )
+    config = create_flat_dataclass(Wrapper).create_from_cli_args().reconstruct_original_dataclass()
+    assert isinstance(config.execution_time_predictor_config, RooflinePredictorConfig)
+    assert config.execution_time_predictor_config.gemm_compute_efficiency == 0.6

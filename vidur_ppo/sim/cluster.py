@@ -61,9 +61,13 @@ class ExtGlobalSchedulerType(BaseIntEnum):
 
 @dataclass
 class GivenRequestsConfig(BaseRequestGeneratorConfig):
-    """Hands vidur a pre-generated `Trace` (our workloads) instead of its own generators."""
+    """Hands vidur a pre-generated `Trace` (our workloads) instead of its own generators.
 
-    trace: Optional[Trace] = None
+    The trace is an attribute, not a dataclass field: vidur's CLI parser walks every config
+    subclass's fields and only understands plain types.
+    """
+
+    trace = None  # set per simulation; deliberately not a dataclass field
 
     @staticmethod
     def get_type():
@@ -240,6 +244,11 @@ class ClusterSpec:
                     f"({int(bad.sum())} such requests in the trace)"
                 )
 
+    def _request_generator_config(self, trace: Trace) -> GivenRequestsConfig:
+        config = GivenRequestsConfig(max_tokens=self.max_request_tokens)
+        config.trace = trace
+        return config
+
     def simulation_config(self, trace: Trace, global_scheduler: str = "external"):
         """vidur's `SimulationConfig` for this cluster serving `trace`; writes nothing."""
         self.validate()
@@ -264,9 +273,7 @@ class ClusterSpec:
                 global_scheduler_config=gs,
                 replica_scheduler_config=self._replica_scheduler_config(),
             ),
-            request_generator_config=GivenRequestsConfig(
-                trace=trace, max_tokens=self.max_request_tokens
-            ),
+            request_generator_config=self._request_generator_config(trace),
             execution_time_predictor_config=self._predictor_config(),
             metrics_config=compat.QuietMetricsConfig(output_dir="/nonexistent-vidur-output"),
         )

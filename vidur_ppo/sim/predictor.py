@@ -18,8 +18,7 @@ Importing the module registers the predictor with vidur's ``ExecutionTimePredict
 so ``SimulationConfig(execution_time_predictor_config=RooflinePredictorConfig())`` just works.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: vidur's CLI flattener needs real field types.
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, NamedTuple, Union
@@ -330,6 +329,7 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         self._kv_save_ms_per_token = 2 * 2 * _BF16 * dims.kv_heads * hd / (
             byte_per_ms * cfg.kv_cache_save_memory_efficiency
         )
+        self._kv_save_overhead = cfg.elementwise_overhead_ms
         self._token_bytes = _BF16 * dims.hidden  # activation bytes per token (comm)
         self._linear_cache: Dict[int, tuple] = {}
 
@@ -420,7 +420,7 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         return ExecutionTimeC(
             self._num_layers_per_pipeline_stage,
             lin[0],
-            batch._total_num_q_tokens * self._kv_save_ms_per_token + self._config.elementwise_overhead_ms,
+            batch._total_num_q_tokens * self._kv_save_ms_per_token + self._kv_save_overhead,
             decode,
             prefill,
             lin[1],
@@ -470,7 +470,7 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         return self._linear(batch.total_num_q_tokens_rounded)[10]
 
     def _get_attention_kv_cache_save_execution_time(self, batch: Batch) -> float:
-        return batch.total_num_q_tokens * self._kv_save_ms_per_token + self._config.elementwise_overhead_ms
+        return batch.total_num_q_tokens * self._kv_save_ms_per_token + self._kv_save_overhead
 
     def _get_attention_decode_execution_time(self, batch: Batch) -> float:
         return self._attention(batch)[1]
