@@ -21,16 +21,21 @@ from vidur_ppo.sim.workload import SyntheticWorkload, TraceWorkload, make_worklo
 
 ENV_ID = "VidurRouting-v0"
 
-#: The embedded default workload: 4 x Llama-2-7B/A100 serve prompts of 256-2048 and outputs of
-#: 32-512 tokens (see README "Default scenario" for how the load levels were chosen).
+#: The embedded default workload ("chat", heavy load): 4 x Llama-2-7B/A100 (vLLM) serve
+#: chat-like requests with heavy-tailed lengths (lognormal prompts, median 512 tokens, and
+#: outputs, median 128). 24 QPS is about 95% of the cluster's capacity: round-robin's E2E P99
+#: is ~7x its P50. Light load is 8 QPS. See README "Default scenario" for the sweep behind it.
+CHAT_PREFILL: Dict[str, Any] = {"kind": "lognormal", "median": 512, "sigma": 0.8, "min": 32, "max": 3072}
+CHAT_DECODE: Dict[str, Any] = {"kind": "lognormal", "median": 128, "sigma": 0.9, "min": 8, "max": 1000}
 DEFAULT_WORKLOAD: Dict[str, Any] = {
     "kind": "synthetic",
     "num_requests": 1000,
-    "qps": 12.0,
+    "qps": 24.0,
     "arrival": "poisson",
-    "prefill": {"kind": "uniform", "min": 256, "max": 2048},
-    "decode": {"kind": "uniform", "min": 32, "max": 512},
+    "prefill": CHAT_PREFILL,
+    "decode": CHAT_DECODE,
 }
+LIGHT_QPS = 8.0
 DEFAULT_SLO_E2E = 10.0  # seconds
 
 REQUEST_FEATURES = ("prefill_tokens", "decode_tokens")
