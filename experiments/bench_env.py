@@ -71,9 +71,63 @@ def bench_driver(num_requests: int, replicas=(2, 4, 8), repeats: int = 2) -> lis
     return rows
 
 
+VECTOR_SETTINGS = [  # (key, envs, mode); grouped and async use 2 worker processes at most
+    ("sync_2", 2, "sync"), ("async_1", 1, "async"), ("async_2", 2, "async"),
+    ("grouped_4", 4, "grouped"), ("grouped_8", 8, "grouped"), ("grouped_16", 16, "grouped"),
+]
+VECTOR_LABELS = {
+    "sync_2": "gymnasium SyncVectorEnv, 2 envs",
+    "async_1": "gymnasium AsyncVectorEnv, 1 worker",
+    "async_2": "gymnasium AsyncVectorEnv, 2 workers",
+    "grouped_4": "grouped, 2 workers x 2 envs",
+    "grouped_8": "grouped, 2 workers x 4 envs",
+    "grouped_16": "grouped, 2 workers x 8 envs",
+    "free_running_2": "2 processes, policy in the worker, no lock-step (target ≥ 1.7)",
+}
+
+
 def _jsq_actions(obs) -> np.ndarray:
     rep = obs["replicas"]
     return np.argmin(rep[..., 0] + rep[..., 1], axis=-1)
+
+
+def _free_running(args) -> tuple[int, float]:
+    kwargs, steps, seed = args
+    env = VidurRoutingEnv(**kwargs)
+    obs, _ = env.reset(seed=seed)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        obs, _, term, _, _ = env.step(int(_jsq_actions(obs)))
+        if term:
+            obs, _ = env.reset(seed=seed + 1000 + i)
+    return steps, time.perf_counter() - t0
+
+
+def bench_free_running(kwargs: dict, steps: int, workers: int = 2) -> float:
+    """Decisions/s of `workers` processes each driving its own env with the policy in the worker
+    (no lock-step): the ceiling for a sampler that runs the policy next to the env."""
+    from multiprocessing import get_context
+
+    with get_context("fork").Pool(workers) as pool:
+        pool.map(_free_running, [(kwargs, 10, 0)] * workers)  # warm the workers (imports)
+        t0 = time.perf_counter()
+        res = pool.map(_free_running, [(kwargs, steps // workers, w) for w in range(workers)])
+        wall = time.perf_counter() - t0
+    return sum(n for n, _ in res) / wall
+
+
+def step_time_variability(env, steps: int) -> dict:
+    """How uneven per-decision work is (it bounds lock-stepped parallel speed-up)."""
+    obs, _ = env.reset(seed=123)
+    times = []
+    for i in range(steps):
+        t0 = time.perf_counter()
+        obs, _, term, _, _ = env.step(int(_jsq_actions(obs)))
+        times.append(time.perf_counter() - t0)
+        if term:
+            obs, _ = env.reset(seed=1000 + i)
+    t = np.asarray(times[: len(times) // 2 * 2])
+    return {"step_cv": float(t.std() / t.mean()), "lockstep_loss_2": float(t.reshape(-1, 2).max(1).mean() / t.mean())}
 
 
 def bench_vector(num_requests: int, steps: int) -> dict:
@@ -87,16 +141,20 @@ def bench_vector(num_requests: int, steps: int) -> dict:
         if term:
             obs, _ = env.reset(seed=i)
     out["single_env"] = steps / (time.perf_counter() - t0)
-    for name, asynchronous in (("sync_2", False), ("async_2", True)):
-        venv = make_vector_env(2, asynchronous=asynchronous, **kwargs)
-        obs, _ = venv.reset(seed=[0, 1])
+    out.update(step_time_variability(env, steps))
+    for name, n, mode in VECTOR_SETTINGS:
+        venv = make_vector_env(n, mode=mode, num_workers=2, **kwargs)
+        obs, _ = venv.reset(seed=list(range(n)))
         t0 = time.perf_counter()
-        for _ in range(steps // 2):
+        for _ in range(steps // n):
             obs, *_ = venv.step(_jsq_actions(obs))
-        out[name] = steps / (time.perf_counter() - t0)
+        out[name] = (steps // n) * n / (time.perf_counter() - t0)
         venv.close()
-    out["async_over_single"] = out["async_2"] / out["single_env"]
-    out["sync_over_single"] = out["sync_2"] / out["single_env"]
+        print(f"  {name}: {out[name]:.0f} decisions/s", flush=True)
+    out["free_running_2"] = bench_free_running(kwargs, steps)
+    print(f"  free_running_2: {out['free_running_2']:.0f} decisions/s", flush=True)
+    for name in [k for k, _, _ in VECTOR_SETTINGS] + ["free_running_2"]:
+        out[f"{name}_over_single"] = out[name] / out["single_env"]
     return out
 
 
@@ -163,11 +221,20 @@ def to_markdown(res: dict) -> str:
     v = res["vector"]
     lines += [
         "",
-        "## Vector envs (4 replicas, decisions/s over all envs)",
+        "## Vector envs (4 replicas, decisions/s over all envs, JSQ actions)",
         "",
-        "| one env | Sync x2 | Async x2 | Async / one (target ≥ 1.7) | Sync / one |",
-        "|---:|---:|---:|---:|---:|",
-        f"| {v['single_env']:.0f} | {v['sync_2']:.0f} | {v['async_2']:.0f} | {v['async_over_single']:.2f} | {v['sync_over_single']:.2f} |",
+        "| setting | decisions/s | vs one env in-process |",
+        "|---|---:|---:|",
+        f"| one env, in-process | {v['single_env']:.0f} | 1.00 |",
+        *[f"| {VECTOR_LABELS[key]} | {v[key]:.0f} | {v[key + '_over_single']:.2f} |"
+          for key in [k for k, _, _ in VECTOR_SETTINGS] + ["free_running_2"]],
+        "",
+        f"Per-decision wall time has a coefficient of variation of {v['step_cv']:.1f}: a vector env waits for its "
+        f"slowest worker at every step, and for two workers E[max]/E[one] = {v['lockstep_loss_2']:.2f}, so two "
+        f"lock-stepped workers can reach at most {2 / v['lockstep_loss_2']:.2f}x one env. The grouped vector env "
+        "(`make_vector_env(mode='grouped')`, several envs per worker) amortises the inter-process round trip "
+        "and averages uneven work within a group, but still waits at every step; running the policy inside "
+        "the worker, next to its envs, removes the lock-step (last row) and is how rollouts are collected.",
         "",
         "## Memory of one env worker",
         "",

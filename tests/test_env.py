@@ -46,9 +46,9 @@ def test_episode_reward_and_info():
         env.step(0)
 
 
-@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
-def test_vector_env_runs_whole_episodes(asynchronous):
-    venv = make_vector_env(2, asynchronous=asynchronous, cluster=CLUSTER, workload=WL)
+@pytest.mark.parametrize("mode", ["sync", "async", "grouped"])
+def test_vector_env_runs_whole_episodes(mode):
+    venv = make_vector_env(2, mode=mode, cluster=CLUSTER, workload=WL)
     obs, _ = venv.reset(seed=[0, 1])
     assert obs["replicas"].shape == (2, 2, 6)
     finished = 0

@@ -135,14 +135,26 @@ class VidurRoutingEnv(gym.Env):
 
 def make_vector_env(
     num_envs: int,
-    asynchronous: bool = True,
+    mode: str = "grouped",
+    num_workers: int = 2,
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
-    """N independent envs; Async runs each in its own worker process."""
+    """N independent envs.
+
+    mode: "sync" (one process), "async" (gymnasium, one process per env) or "grouped"
+    (`num_workers` processes, each stepping num_envs/num_workers envs; fastest here, see
+    `vidur_ppo.vector`).
+    """
     fns = [lambda: VidurRoutingEnv(**env_kwargs) for _ in range(num_envs)]
-    if asynchronous:
+    if mode == "sync":
+        return gym.vector.SyncVectorEnv(fns)
+    if mode == "async":
         return gym.vector.AsyncVectorEnv(fns, shared_memory=False)
-    return gym.vector.SyncVectorEnv(fns)
+    if mode == "grouped":
+        from vidur_ppo.vector import GroupedAsyncVectorEnv
+
+        return GroupedAsyncVectorEnv(fns, num_workers=min(num_workers, num_envs))
+    raise ValueError(f"vector env mode={mode!r}; choose sync, async or grouped")
 
 
 def run_episode(env: VidurRoutingEnv, policy, seed: Optional[int] = None, trace=None) -> Dict[str, float]:
