@@ -9,12 +9,14 @@ raises if any request would be lost). Each `reset(seed)` builds a fresh vidur si
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from vidur_ppo.features import FeatureSet, make_feature_set
+from vidur_ppo.rewards import Reward, make_reward
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
 from vidur_ppo.sim.workload import SyntheticWorkload, TraceWorkload, make_workload
@@ -40,16 +42,6 @@ DEFAULT_SLO_E2E = 10.0  # seconds
 
 REQUEST_FEATURES = ("prefill_tokens", "decode_tokens")
 
-RewardFn = Callable[[List[Any], SimDriver], float]
-
-
-def neg_latency_reward(completed: List[Any], driver: SimDriver, slo_e2e: float = DEFAULT_SLO_E2E) -> float:
-    """Minimal reward: minus the E2E latency (in SLOs) of the requests completed during the step.
-
-    A placeholder until the reward registry (`vidur_ppo.rewards`) replaces it.
-    """
-    return -sum(r._completed_at - r._arrived_at for r in completed) / slo_e2e
-
 
 class VidurRoutingEnv(gym.Env):
     """Route each arriving request of a vidur simulation to one replica."""
@@ -61,7 +53,8 @@ class VidurRoutingEnv(gym.Env):
         cluster: Union[ClusterSpec, Mapping[str, Any], None] = None,
         workload: Union[SyntheticWorkload, TraceWorkload, Mapping[str, Any], None] = None,
         slo_e2e: float = DEFAULT_SLO_E2E,
-        reward_fn: Optional[RewardFn] = None,
+        reward: Union[Reward, Mapping[str, Any], str, None] = None,
+        features: Union[FeatureSet, Mapping[str, Any], str, None] = None,
         record_token_times: bool = True,
     ) -> None:
         self.cluster = ClusterSpec.from_mapping(cluster)
@@ -70,11 +63,15 @@ class VidurRoutingEnv(gym.Env):
             workload = DEFAULT_WORKLOAD
         self.workload = make_workload(workload) if isinstance(workload, Mapping) else workload
         self.slo_e2e = float(slo_e2e)
-        self.reward_fn = reward_fn
+        self.reward = reward if isinstance(reward, Reward) else make_reward(reward)
+        self.features = features if isinstance(features, FeatureSet) else make_feature_set(features)
         self.record_token_times = record_token_times
         r, f = self.cluster.num_replicas, len(REPLICA_STATE_COLUMNS)
+        # "features" is what a model reads; "replicas"/"request" are raw, for heuristics (and BC
+        # teachers) and for anyone who wants to build other features outside the env.
         self.observation_space = spaces.Dict(
             {
+                "features": spaces.Box(-np.inf, np.inf, shape=(r, self.features.num_features), dtype=np.float32),
                 "replicas": spaces.Box(0.0, np.inf, shape=(r, f), dtype=np.float32),
                 "request": spaces.Box(0.0, np.inf, shape=(len(REQUEST_FEATURES),), dtype=np.float32),
             }
@@ -96,20 +93,22 @@ class VidurRoutingEnv(gym.Env):
             self.episode_seed = int(seed if seed is not None else self.np_random.integers(2**31 - 1))
             trace = self.workload.generate(self.episode_seed)
         self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times)
+        self.features.reset()
+        self.reward.reset()
         self._request = self.driver.next_decision()
+        self._state = self.driver.replica_state()
         return self._observe(), self._info()
 
     def step(self, action):
         if self.driver is None or self._request is None:
             raise RuntimeError("call reset() before step(); the episode has ended")
         self._request = self.driver.assign(int(action))
-        completed = self.driver.pop_completed()
-        if self.reward_fn is not None:
-            reward = float(self.reward_fn(completed, self.driver))
-        else:
-            reward = neg_latency_reward(completed, self.driver, self.slo_e2e)
+        self._state = self.driver.replica_state()
+        reward, parts = self.reward(self.driver.pop_completed(), self._state)
         terminated = self._request is None
         info = self._info()
+        for k, v in parts.items():
+            info[f"reward/{k}"] = v
         if terminated:
             info["episode_metrics"] = self.driver.summary(slo_e2e=self.slo_e2e)
         return self._observe(), reward, terminated, False, info
@@ -122,7 +121,11 @@ class VidurRoutingEnv(gym.Env):
         if req is not None:
             request[0] = req.num_prefill_tokens
             request[1] = req.num_decode_tokens
-        return {"replicas": self.driver.replica_state().astype(np.float32), "request": request}
+        return {
+            "features": self.features(self._state, request, self.driver.now),
+            "replicas": self._state.astype(np.float32),
+            "request": request,
+        }
 
     def _info(self) -> Dict[str, Any]:
         req = self._request
