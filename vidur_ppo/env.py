@@ -56,6 +56,7 @@ class VidurRoutingEnv(gym.Env):
         reward: Union[Reward, Mapping[str, Any], str, None] = None,
         features: Union[FeatureSet, Mapping[str, Any], str, None] = None,
         record_token_times: bool = True,
+        seed_limit: int = 100_000,
     ) -> None:
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
@@ -66,6 +67,8 @@ class VidurRoutingEnv(gym.Env):
         self.reward = reward if isinstance(reward, Reward) else make_reward(reward)
         self.features = features if isinstance(features, FeatureSet) else make_feature_set(features)
         self.record_token_times = record_token_times
+        # episodes drawn without an explicit seed use seeds below this (evaluation uses seeds above)
+        self.seed_limit = int(seed_limit)
         r, f = self.cluster.num_replicas, len(REPLICA_STATE_COLUMNS)
         # "features" is what a model reads; "replicas"/"request" are raw, for heuristics (and BC
         # teachers) and for anyone who wants to build other features outside the env.
@@ -90,7 +93,7 @@ class VidurRoutingEnv(gym.Env):
             trace = options["trace"]
             self.episode_seed = options.get("episode_seed")
         else:
-            self.episode_seed = int(seed if seed is not None else self.np_random.integers(2**31 - 1))
+            self.episode_seed = int(seed if seed is not None else self.np_random.integers(self.seed_limit))
             trace = self.workload.generate(self.episode_seed)
         self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times)
         self.features.reset()
@@ -140,6 +143,7 @@ def make_vector_env(
     num_envs: int,
     mode: str = "grouped",
     num_workers: int = 2,
+    autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.NEXT_STEP,
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
     """N independent envs.
@@ -150,13 +154,13 @@ def make_vector_env(
     """
     fns = [lambda: VidurRoutingEnv(**env_kwargs) for _ in range(num_envs)]
     if mode == "sync":
-        return gym.vector.SyncVectorEnv(fns)
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
     if mode == "async":
-        return gym.vector.AsyncVectorEnv(fns, shared_memory=False)
+        return gym.vector.AsyncVectorEnv(fns, shared_memory=False, autoreset_mode=autoreset_mode)
     if mode == "grouped":
         from vidur_ppo.vector import GroupedAsyncVectorEnv
 
-        return GroupedAsyncVectorEnv(fns, num_workers=min(num_workers, num_envs))
+        return GroupedAsyncVectorEnv(fns, num_workers=min(num_workers, num_envs), autoreset_mode=autoreset_mode)
     raise ValueError(f"vector env mode={mode!r}; choose sync, async or grouped")
 
 

@@ -7,7 +7,7 @@ therefore wastes most of a second core: two workers reached ~1.1x one env. Givin
 group of envs (stepped by gymnasium's own `SyncVectorEnv`, so reset/autoreset semantics are
 gymnasium's) amortises the round trip over the group and averages the uneven work.
 
-The public API is gymnasium's `VectorEnv` (autoreset mode NEXT_STEP, infos in the vector-env
+The public API is gymnasium's `VectorEnv` (either autoreset mode, infos in the vector-env
 format with `_key` masks), so training code does not know which vector env it drives.
 """
 
@@ -23,11 +23,11 @@ from gymnasium.vector import SyncVectorEnv
 from gymnasium.vector.utils import batch_space
 
 
-def _worker(remote, parent_remote, env_fns: Sequence[Callable[[], gym.Env]]) -> None:
+def _worker(remote, parent_remote, env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode) -> None:
     parent_remote.close()
     envs = None
     try:
-        envs = SyncVectorEnv(list(env_fns))
+        envs = SyncVectorEnv(list(env_fns), autoreset_mode=autoreset_mode)
         while True:
             cmd, data = remote.recv()
             if cmd == "step":
@@ -95,7 +95,8 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
     """`num_envs` envs in `num_workers` processes, each stepping its group with SyncVectorEnv."""
 
     def __init__(self, env_fns: Sequence[Callable[[], gym.Env]], num_workers: int = 2,
-                 context: Optional[str] = None) -> None:
+                 context: Optional[str] = None,
+                 autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.NEXT_STEP) -> None:
         if not 1 <= num_workers <= len(env_fns):
             raise ValueError(f"num_workers must be in [1, {len(env_fns)}], got {num_workers}")
         self.num_envs = len(env_fns)
@@ -106,7 +107,7 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
         self._remotes, self._procs = [], []
         for g in groups:
             remote, work_remote = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(work_remote, remote, [env_fns[i] for i in g]), daemon=True)
+            proc = ctx.Process(target=_worker, args=(work_remote, remote, [env_fns[i] for i in g], autoreset_mode), daemon=True)
             proc.start()
             work_remote.close()
             self._remotes.append(remote)
@@ -114,7 +115,7 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
         self._closed = False
         self._remotes[0].send(("spaces", None))
         self.single_observation_space, self.single_action_space, self.metadata = self._recv(self._remotes[0])
-        self.metadata = dict(self.metadata or {}, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+        self.metadata = dict(self.metadata or {}, autoreset_mode=autoreset_mode)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 

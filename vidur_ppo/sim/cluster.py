@@ -10,7 +10,7 @@ is a clear error before the run instead of vidur's "Simulation ended with pendin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from vidur.config import (
     BaseExecutionTimePredictorConfig,
@@ -137,7 +137,7 @@ class ClusterSpec:
     watermark_blocks_fraction: float = 0.01
     max_request_tokens: int = 4096  # vidur sizes per-request KV slots by this
     predictor: str = "roofline"
-    predictor_options: Mapping[str, Any] = field(default_factory=dict)
+    predictor_options: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any] | "ClusterSpec" | None) -> "ClusterSpec":

@@ -1,0 +1,296 @@
+"""Structured configs: one dataclass schema per config-group option, registered in Hydra's
+ConfigStore, so a typo'd key fails at composition ("Key 'foo' not in 'PPOConfig'") and a bad
+value fails in `__post_init__` when `validate()` builds the objects, before any training starts.
+
+Each YAML option in conf/<group>/ starts from its schema (`defaults: [schema_<option>]`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from vidur_ppo.sim.cluster import ClusterSpec
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+def _check(cond: bool, key: str, msg: str, value: Any) -> None:
+    if not cond:
+        raise ConfigError(f"{key} {msg}, got {value!r}")
+
+
+def _positive(obj: Any, prefix: str, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        _check(v is not None and v > 0, f"{prefix}.{n}", "must be > 0", v)
+
+
+def _unit(obj: Any, prefix: str, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        _check(0.0 <= v <= 1.0, f"{prefix}.{n}", "must be in [0, 1]", v)
+
+
+# --- env ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class EnvConfig(ClusterSpec):
+    """The simulated cluster (see `vidur_ppo.sim.cluster.ClusterSpec`)."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.validate()
+        except ValueError as exc:
+            raise ConfigError(f"env: {exc}") from None
+
+
+# --- workload ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SyntheticWorkloadConfig:
+    kind: str = "synthetic"
+    num_requests: int = 1000
+    qps: float = 24.0
+    arrival: str = "poisson"
+    cv: float = 1.0
+    prefill: Dict[str, Any] = field(default_factory=lambda: {"kind": "lognormal", "median": 512, "sigma": 0.8, "min": 32, "max": 3072})
+    decode: Dict[str, Any] = field(default_factory=lambda: {"kind": "lognormal", "median": 128, "sigma": 0.9, "min": 8, "max": 1000})
+    start_time: float = 0.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "workload", "num_requests", "qps", "cv")
+        _check(self.arrival in ("poisson", "gamma"), "workload.arrival", "must be poisson or gamma", self.arrival)
+
+
+@dataclass
+class TraceWorkloadConfig:
+    kind: str = "trace"
+    path: str = MISSING
+    qps: Optional[float] = None
+    time_window: Optional[List[float]] = None
+    subsample: Optional[float] = None
+    max_requests: Optional[int] = None
+
+
+# --- reward ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LegacyHybridRewardConfig:
+    name: str = "legacy_hybrid"
+    latency_threshold: float = 8.0
+    latency_penalty_slope: float = 20.0
+    weights: Dict[str, float] = field(default_factory=lambda: {"latency": 4.0, "throughput": 0.5, "imbalance": 1.0})
+    clip: float = 4.0
+    throughput_scale_tokens: float = 1000.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "reward", "latency_threshold", "latency_penalty_slope", "clip", "throughput_scale_tokens")
+        unknown = set(self.weights) - {"latency", "throughput", "imbalance"}
+        _check(not unknown, "reward.weights", "has unknown components (latency, throughput, imbalance)", sorted(unknown))
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+@dataclass
+class LegacyFeaturesConfig:
+    name: str = "legacy"
+    names: List[str] = field(default_factory=lambda: ["load", "kv_usage"])
+    capacity: float = 64.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "features", "capacity")
+
+
+# --- model -------------------------------------------------------------------------------------
+
+
+@dataclass
+class GRUModelConfig:
+    """Legacy separate actor/critic GRUs over the flattened replica features."""
+
+    name: str = "gru"
+    actor_hidden: int = 320
+    actor_layers: int = 3
+    critic_hidden: int = 384
+    critic_layers: int = 4
+    value_norm: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self, "model", "actor_hidden", "actor_layers", "critic_hidden", "critic_layers")
+
+
+# --- ppo ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PPOConfig:
+    name: str = "legacy"
+    num_envs: int = 4
+    vector_mode: str = "grouped"  # sync | async | grouped
+    num_workers: int = 2
+    rollout_steps: int = 128
+    num_updates: int = 30
+    epochs: int = 4
+    minibatches: int = 4
+    seq_len: int = 32
+    lr: float = 3e-4
+    gamma: float = 0.95
+    gae_lambda: float = 0.90
+    clip: float = 0.15
+    entropy_coef: float = 0.02
+    value_coef: float = 0.5
+    clip_value: bool = False
+    max_grad_norm: float = 0.5
+    norm_adv: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self, "ppo", "num_envs", "num_workers", "rollout_steps", "num_updates", "epochs",
+                  "minibatches", "seq_len", "lr", "clip", "max_grad_norm")
+        _unit(self, "ppo", "gamma", "gae_lambda")
+        _check(self.entropy_coef >= 0, "ppo.entropy_coef", "must be >= 0", self.entropy_coef)
+        _check(self.value_coef >= 0, "ppo.value_coef", "must be >= 0", self.value_coef)
+        _check(self.vector_mode in ("sync", "async", "grouped"), "ppo.vector_mode", "must be sync, async or grouped", self.vector_mode)
+        _check(self.rollout_steps % self.seq_len == 0, "ppo.seq_len", f"must divide ppo.rollout_steps={self.rollout_steps}", self.seq_len)
+        chunks = self.num_envs * self.rollout_steps // self.seq_len
+        _check(chunks >= self.minibatches, "ppo.minibatches",
+               f"must be <= the number of sequence chunks per rollout ({chunks})", self.minibatches)
+
+
+# --- behaviour cloning, curriculum, logger, eval ---------------------------------------------
+
+
+@dataclass
+class BCConfig:
+    enabled: bool = True
+    teacher: str = "jsq"  # any heuristic name
+    episodes: int = 6
+    holdout_episodes: int = 2
+    epochs: int = 40
+    lr: float = 1e-3
+    seq_len: int = 32
+    batch_chunks: int = 32
+
+    def __post_init__(self) -> None:
+        from vidur_ppo.heuristics import HEURISTICS
+
+        _check(self.teacher in HEURISTICS, "bc.teacher", f"must be one of {sorted(HEURISTICS)}", self.teacher)
+        _positive(self, "bc", "episodes", "holdout_episodes", "epochs", "lr", "seq_len", "batch_chunks")
+
+
+@dataclass
+class CurriculumConfig:
+    name: str = "none"
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "csv"
+    csv: bool = True
+    wandb: bool = False
+    wandb_project: str = "vidur-ppo"
+    wandb_mode: str = "offline"  # online | offline | disabled; WANDB_MODE in the environment wins
+    wandb_group: Optional[str] = None
+    tensorboard: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.wandb_mode in ("online", "offline", "disabled"), "logger.wandb_mode",
+               "must be online, offline or disabled", self.wandb_mode)
+
+
+@dataclass
+class EvalConfig:
+    name: str = "default"
+    seeds: int = 3
+    seed_base: int = 100_000  # training draws episode seeds below this
+    num_requests: int = 1000
+    baselines: List[str] = field(default_factory=lambda: ["round_robin", "lor", "jsq"])
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        from vidur_ppo.heuristics import HEURISTICS
+
+        _positive(self, "eval", "seeds", "num_requests")
+        bad = [b for b in self.baselines if b not in HEURISTICS]
+        _check(not bad, "eval.baselines", f"must be heuristics from {sorted(HEURISTICS)}", bad)
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    workload: Any = MISSING
+    reward: Any = MISSING
+    features: Any = MISSING
+    model: Any = MISSING
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    bc: BCConfig = field(default_factory=BCConfig)
+    seed: int = 0
+    smoke: bool = False
+    resume: Optional[str] = None
+    checkpoint_every: int = 5
+    slo_e2e: float = 8.0
+    torch_threads: int = 1
+
+    def __post_init__(self) -> None:
+        _positive(self, "", "checkpoint_every", "slo_e2e", "torch_threads")
+        _check(self.seed >= 0, "seed", "must be >= 0", self.seed)
+
+
+SCHEMAS = {
+    "workload": {"synthetic": SyntheticWorkloadConfig, "trace": TraceWorkloadConfig},
+    "reward": {"legacy_hybrid": LegacyHybridRewardConfig},
+    "features": {"legacy": LegacyFeaturesConfig},
+    "model": {"gru": GRUModelConfig},
+}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, options in SCHEMAS.items():
+        for name, node in options.items():
+            cs.store(group=group, name=f"schema_{name}", node=node)
+    for group, node in (("env", EnvConfig), ("ppo", PPOConfig), ("curriculum", CurriculumConfig),
+                        ("logger", LoggerConfig), ("eval", EvalConfig)):
+        cs.store(group=group, name="schema", node=node)
+
+
+def validate(cfg: DictConfig) -> TrainConfig:
+    """Build the dataclass objects (runs every `__post_init__` check); raises ConfigError."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # omegaconf validation errors carry the full key
+        raise ConfigError(str(exc).splitlines()[0]) from None
+
+
+SMOKE_BUDGET = {
+    "ppo.num_envs": 2, "ppo.rollout_steps": 32, "ppo.seq_len": 16, "ppo.minibatches": 2, "ppo.epochs": 2,
+    "ppo.num_updates": 2, "bc.episodes": 1, "bc.holdout_episodes": 1, "bc.epochs": 2, "eval.seeds": 1,
+    "eval.num_requests": 60, "checkpoint_every": 1,
+}
+
+
+def smoke_overrides(cfg: DictConfig, explicit: Iterable[str] = ()) -> None:
+    """`smoke=true`: shrink every budget the user did not set explicitly (`explicit` holds the
+    command line's keys), so any option combination runs end to end in < 2 minutes."""
+    explicit = set(explicit)
+    budget = dict(SMOKE_BUDGET)
+    budget["workload.num_requests" if cfg.workload.get("kind") == "synthetic" else "workload.max_requests"] = 60
+    for key, value in budget.items():
+        if key not in explicit:
+            OmegaConf.update(cfg, key, value, merge=False)

@@ -1,0 +1,153 @@
+"""One logging interface, several sinks: CSV (always), Weights & Biases, TensorBoard.
+
+CSV rows are flushed as they are written, so a crash loses nothing that was logged; on resume
+the rows after the checkpoint's update are dropped first, so every update appears exactly once.
+A failing W&B or TensorBoard sink is switched off with a warning; it never stops training.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+METRICS_CSV = "metrics.csv"
+EVENTS_CSV = "events.csv"
+
+
+def _truncate_csv(path: Path, key: str, last: int) -> None:
+    """Keep only rows with `key` <= last (rows written after the checkpoint are replayed)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames, [r for r in reader if r.get(key) and int(float(r[key])) <= last]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields or [])
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+class CSVSink:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: Optional[List[str]] = None
+        if path.exists() and path.stat().st_size > 0:
+            with path.open(newline="") as f:
+                self.fields = next(csv.reader(f), None)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self.fields is None:
+            self.fields = list(row)
+            with self.path.open("w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.fields).writeheader()
+        new = [k for k in row if k not in self.fields]
+        if new:  # a column appeared (e.g. a metric first seen later): rewrite with the wider header
+            with self.path.open(newline="") as f:
+                old = list(csv.DictReader(f))
+            self.fields += new
+            with self.path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self.fields)
+                w.writeheader()
+                w.writerows(old)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields).writerow({k: _plain(v) for k, v in row.items()})
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _plain(v: Any) -> Any:
+    try:
+        return float(v) if not isinstance(v, (str, bool, int)) else v
+    except (TypeError, ValueError):
+        return str(v)
+
+
+class RunLogger:
+    """`log(row)` once per update (row["update"] is the step), `event(name, **data)` for
+    occasional things (BC done, checkpoint, curriculum switch), `close()` at the end."""
+
+    def __init__(self, run_dir: Path, config: Mapping[str, Any], logger_cfg: Any,
+                 resume_update: Optional[int] = None, wandb_id: Optional[str] = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_update is not None:
+            _truncate_csv(self.run_dir / METRICS_CSV, "update", resume_update)
+            _truncate_csv(self.run_dir / EVENTS_CSV, "update", resume_update)
+        self.metrics = CSVSink(self.run_dir / METRICS_CSV)
+        self.events = CSVSink(self.run_dir / EVENTS_CSV)
+        self.wandb = None
+        self.wandb_id = wandb_id
+        self.tb = None
+        if logger_cfg.wandb:
+            self._init_wandb(config, logger_cfg)
+        if logger_cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.run_dir / "tensorboard"))
+            except Exception as exc:  # noqa: BLE001 - optional sink
+                warnings.warn(f"TensorBoard logging off: {exc}")
+
+    def _init_wandb(self, config: Mapping[str, Any], logger_cfg: Any) -> None:
+        try:
+            import wandb
+
+            mode = os.environ.get("WANDB_MODE", logger_cfg.wandb_mode)
+            self.wandb = wandb.init(
+                project=logger_cfg.wandb_project, group=logger_cfg.wandb_group, dir=str(self.run_dir),
+                config=dict(config), mode=mode, id=self.wandb_id, resume="allow",
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+            self.wandb_id = self.wandb.id
+        except Exception as exc:  # noqa: BLE001 - W&B never stops training
+            warnings.warn(f"W&B logging off: {exc}")
+            self.wandb = None
+
+    def _safe(self, fn, *args, **kwargs) -> None:
+        try:
+            fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"logging sink failed and is switched off: {exc}")
+            if fn.__self__ is self.wandb:
+                self.wandb = None
+            else:
+                self.tb = None
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        self.metrics.write(row)
+        step = int(row.get("update", 0))
+        scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "update"}
+        if self.wandb is not None:
+            self._safe(self.wandb.log, scalars, step=step)
+        if self.tb is not None:
+            for k, v in scalars.items():
+                self._safe(self.tb.add_scalar, k, v, step)
+
+    def event(self, name: str, update: int, **data: Any) -> None:
+        self.events.write({"update": update, "event": name, "data": json.dumps(data, default=str)})
+        if self.wandb is not None:
+            self._safe(self.wandb.log, {f"event/{name}": 1, **{f"event/{name}/{k}": v for k, v in data.items()
+                                                              if isinstance(v, (int, float))}}, step=update)
+
+    def log_table(self, name: str, rows: List[Dict[str, Any]]) -> None:
+        if self.wandb is None or not rows:
+            return
+        try:
+            import wandb
+
+            cols = list(rows[0])
+            self.wandb.log({name: wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"W&B table not logged: {exc}")
+
+    def close(self) -> None:
+        if self.wandb is not None:
+            self._safe(self.wandb.finish)
+        if self.tb is not None:
+            self._safe(self.tb.close)

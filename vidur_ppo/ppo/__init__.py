@@ -1,0 +1,1 @@
+"""Recurrent PPO: rollout storage with hidden states and GAE, the clipped loss, the trainer."""

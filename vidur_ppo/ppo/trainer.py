@@ -1,0 +1,160 @@
+"""The recurrent PPO loop (after CleanRL's ppo_atari_lstm.py): collect a rollout from N envs,
+compute GAE, update on whole sequence chunks, log one CSV row per update, checkpoint."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.distributions import Categorical
+
+from vidur_ppo import checkpoint
+from vidur_ppo.ppo.buffer import RolloutBuffer
+from vidur_ppo.ppo.loss import ppo_loss
+
+EPISODE_KEYS = ("e2e_p50", "e2e_p90", "e2e_p99", "ttft_p90", "ttft_p99", "tbt_p99", "throughput_rps",
+                "throughput_tps", "imbalance_util_std", "slo_violation_rate", "restarts")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
+    var = target.var()
+    return float("nan") if var == 0 else float(1 - (target - pred).var() / var)
+
+
+def _finished_episodes(info: Dict[str, Any]) -> List[Dict[str, float]]:
+    """Episode summaries of the envs that finished this step (SAME_STEP autoreset infos)."""
+    fi = info.get("final_info")
+    if not fi or "episode_metrics" not in fi:
+        return []
+    mask, m = fi["_episode_metrics"], fi["episode_metrics"]
+    return [{k: float(m[k][i]) for k in m if not k.startswith("_")} for i in np.flatnonzero(mask)]
+
+
+class PPOTrainer:
+    def __init__(self, cfg, envs, model, optimizer, logger, run_dir: Path, rng: np.random.Generator,
+                 seed_limit: int, start_update: int = 0, global_step: int = 0,
+                 checkpoint_extra: Optional[Callable[[], Dict[str, Any]]] = None) -> None:
+        self.cfg, self.ppo = cfg, cfg.ppo
+        self.envs, self.model, self.opt, self.logger = envs, model, optimizer, logger
+        self.run_dir, self.rng, self.seed_limit = Path(run_dir), rng, seed_limit
+        self.update, self.global_step = start_update, global_step
+        self.checkpoint_extra = checkpoint_extra or (lambda: {})
+        self.loss_fn = ppo_loss
+        self.num_envs = envs.num_envs
+
+    # --- rollout -----------------------------------------------------------------------------
+
+    def _reset_envs(self):
+        seeds = [int(s) for s in self.rng.integers(self.seed_limit, size=self.num_envs)]
+        obs, _ = self.envs.reset(seed=seeds)
+        return obs
+
+    def collect(self, obs, state, starts, buf: RolloutBuffer, stats: Dict[str, Any]):
+        T = self.ppo.rollout_steps
+        for t in range(T):
+            feats = torch.as_tensor(obs["features"])
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                logits, v_norm, new_state = self.model(feats[None], state, starts[None])
+                dist = Categorical(logits=logits[0])
+                action = dist.sample()
+                logp = dist.log_prob(action)
+                value = self.model.value_norm.denormalize(v_norm[0])
+            t1 = time.perf_counter()
+            obs, reward, term, trunc, info = self.envs.step(action.numpy())
+            stats["time_env"] += time.perf_counter() - t1
+            stats["time_policy"] += t1 - t0
+            done = torch.as_tensor(np.logical_or(term, trunc), dtype=torch.float32)
+            buf.add(t, feats, state, starts, action, logp, value, torch.as_tensor(reward, dtype=torch.float32), done)
+            for k in [k for k in info if k.startswith("reward/")]:
+                stats["reward_parts"].setdefault(k, []).append(float(np.mean(info[k])))
+            self._ep_return += np.asarray(reward, dtype=float)
+            for i in np.flatnonzero(done.numpy()):
+                stats["returns"].append(float(self._ep_return[i]))
+                self._ep_return[i] = 0.0
+            stats["episodes"].extend(_finished_episodes(info))
+            state, starts = new_state, done
+        with torch.no_grad():
+            _, v_norm, _ = self.model(torch.as_tensor(obs["features"])[None], state, starts[None])
+            last_value = self.model.value_norm.denormalize(v_norm[0])
+        self.global_step += T * self.num_envs
+        return obs, state, starts, last_value
+
+    # --- update ------------------------------------------------------------------------------
+
+    def learn(self, buf: RolloutBuffer) -> Dict[str, float]:
+        p = self.ppo
+        self.model.value_norm.update(buf.returns)
+        sums: Dict[str, List[float]] = {}
+        for _ in range(p.epochs):
+            for mb in buf.chunks(p.seq_len, p.minibatches, self.rng):
+                logits, v_norm, _ = self.model(mb["feats"], mb["state"], mb["starts"])
+                loss, parts = self.loss_fn(logits, v_norm, mb, self.model.value_norm, p.clip, p.value_coef,
+                                           p.entropy_coef, p.clip_value, p.norm_adv)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"non-finite loss ({loss.item()}) at update {self.update + 1}: training stopped; "
+                        f"the last good checkpoint is {self.run_dir / checkpoint.CHECKPOINT}"
+                    )
+                self.opt.zero_grad()
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), p.max_grad_norm)
+                self.opt.step()
+                parts["grad_norm"] = float(grad_norm)
+                for k, v in parts.items():
+                    sums.setdefault(k, []).append(v)
+        out = {k: float(np.mean(v)) for k, v in sums.items()}
+        out["explained_variance"] = explained_variance(buf.values.flatten(), buf.returns.flatten())
+        return out
+
+    # --- loop --------------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        return checkpoint.save(self.run_dir, {
+            "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "update": self.update,
+            "global_step": self.global_step, "rng": checkpoint.rng_state(self.rng), **self.checkpoint_extra(),
+        })
+
+    def run(self, progress=None) -> None:
+        p = self.ppo
+        obs = self._reset_envs()
+        state = self.model.initial_state(self.num_envs)
+        starts = torch.ones(self.num_envs)
+        self._ep_return = np.zeros(self.num_envs)
+        feat_shape = obs["features"].shape[1:]
+        while self.update < p.num_updates:
+            t_start = time.perf_counter()
+            buf = RolloutBuffer(p.rollout_steps, self.num_envs, feat_shape, state)
+            stats: Dict[str, Any] = {"time_env": 0.0, "time_policy": 0.0, "returns": [], "episodes": [],
+                                     "reward_parts": {}}
+            obs, state, starts, last_value = self.collect(obs, state, starts, buf, stats)
+            buf.finish(last_value, p.gamma, p.gae_lambda)
+            t_update = time.perf_counter()
+            learn = self.learn(buf)
+            t_end = time.perf_counter()
+            self.update += 1
+            row = {"update": self.update, "global_step": self.global_step,
+                   "reward_mean": float(buf.rewards.mean()),
+                   "episode_return": float(np.mean(stats["returns"])) if stats["returns"] else float("nan"),
+                   "episodes": len(stats["episodes"])}
+            for k in EPISODE_KEYS:
+                vals = [e[k] for e in stats["episodes"] if k in e]
+                row[f"episode/{k}"] = float(np.mean(vals)) if vals else float("nan")
+            for k, v in stats["reward_parts"].items():
+                row[k] = float(np.mean(v))
+            row.update(learn)
+            wall = t_end - t_start
+            row.update({"sps": p.rollout_steps * self.num_envs / wall, "time_env": stats["time_env"],
+                        "time_policy": stats["time_policy"], "time_update": t_end - t_update, "time_update_total": wall})
+            self.logger.log(row)
+            if self.update % self.cfg.checkpoint_every == 0 or self.update == p.num_updates:
+                self.save()
+            if progress:
+                progress(row)
