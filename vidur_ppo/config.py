@@ -111,6 +111,23 @@ class LegacyFeaturesConfig:
         _positive(self, "features", "capacity")
 
 
+@dataclass
+class QueueFeaturesConfig:
+    name: str = "queue"
+    names: List[str] = field(default_factory=lambda: ["waiting", "running", "oldest_wait", "prefill_left",
+                                                      "decode_left", "kv_usage", "req_prefill", "req_decode"])
+    queue_capacity: float = 16.0
+    running_capacity: float = 128.0
+    token_capacity: float = 32768.0
+    slo: float = 8.0
+    max_request_tokens: float = 4096.0
+    cap: float = 1.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "features", "queue_capacity", "running_capacity", "token_capacity", "slo",
+                  "max_request_tokens")
+
+
 # --- model -------------------------------------------------------------------------------------
 
 
@@ -252,7 +269,7 @@ class TrainConfig:
 SCHEMAS = {
     "workload": {"synthetic": SyntheticWorkloadConfig, "trace": TraceWorkloadConfig},
     "reward": {"legacy_hybrid": LegacyHybridRewardConfig},
-    "features": {"legacy": LegacyFeaturesConfig},
+    "features": {"legacy": LegacyFeaturesConfig, "queue": QueueFeaturesConfig},
     "model": {"gru": GRUModelConfig},
 }
 

@@ -56,7 +56,41 @@ class LegacyFeatures(FeatureSet):
         return out
 
 
-FEATURE_SETS: Dict[str, Callable[..., FeatureSet]] = {"legacy": LegacyFeatures}
+class QueueFeatures(FeatureSet):
+    """Queueing state per replica, normalised to about [0, 1] (PLAN.md section 2):
+
+    waiting / queue_capacity, running / running_capacity, age of the oldest waiting request / SLO
+    (capped at 1), outstanding prefill and decode tokens / token_capacity, KV usage, and the
+    arriving request's prompt and output length / max_request_tokens (the same in every row, so
+    a per-replica model sees it). Counts and times are capped at 1 (`cap`, set 0 for no cap).
+    """
+
+    names = ("waiting", "running", "oldest_wait", "prefill_left", "decode_left", "kv_usage",
+             "req_prefill", "req_decode")
+
+    def __init__(self, queue_capacity: float = 16.0, running_capacity: float = 128.0,
+                 token_capacity: float = 32768.0, slo: float = 8.0, max_request_tokens: float = 4096.0,
+                 cap: float = 1.0, **params: Any) -> None:
+        super().__init__(**params)
+        self.scale = np.array([1 / queue_capacity, 1 / running_capacity, 1 / slo, 1 / token_capacity,
+                               1 / token_capacity, 1.0], dtype=np.float64)
+        self.cols = [COL["waiting"], COL["running"], COL["oldest_wait"], COL["prefill_tokens_left"],
+                     COL["decode_tokens_left"], COL["kv_usage"]]
+        self.max_request_tokens = float(max_request_tokens)
+        self.cap = float(cap)
+
+    def __call__(self, state, request, now):
+        out = np.empty((state.shape[0], len(self.names)), dtype=np.float32)
+        replica = state[:, self.cols] * self.scale
+        if self.cap > 0:
+            np.minimum(replica, self.cap, out=replica)
+        out[:, :6] = replica
+        out[:, 6] = request[0] / self.max_request_tokens
+        out[:, 7] = request[1] / self.max_request_tokens
+        return out
+
+
+FEATURE_SETS: Dict[str, Callable[..., FeatureSet]] = {"legacy": LegacyFeatures, "queue": QueueFeatures}
 
 
 def make_feature_set(spec: Mapping[str, Any] | str | None) -> FeatureSet:

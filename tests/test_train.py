@@ -1,0 +1,61 @@
+"""End-to-end CLI runs (smoke budgets): outputs, W&B offline files, kill -9 and resume."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+TRAIN = [sys.executable, "-m", "vidur_ppo.train", "logger.progress=false"]
+
+
+def _updates(run_dir: Path):
+    with (run_dir / "metrics.csv").open() as f:
+        return [int(r["update"]) for r in csv.DictReader(f)]
+
+
+def test_smoke_run_with_wandb_offline_writes_everything(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    out = subprocess.run(TRAIN + ["smoke=true", "logger=wandb", f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in ("metrics.csv", "events.csv", "eval.csv", "report.md", "checkpoint.pt", "config.yaml", "features.json"):
+        assert (tmp_path / name).exists(), name
+    assert _updates(tmp_path) == [1, 2]
+    assert "| ppo |" in (tmp_path / "report.md").read_text() and "| round_robin |" in out.stdout
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs and list(runs[0].glob("run-*.wandb")), "W&B offline run files missing"
+    assert not (tmp_path / "simulator_output").exists()
+
+
+def test_kill_9_and_resume_writes_every_row_once(tmp_path):
+    args = TRAIN + ["smoke=true", "ppo.num_updates=6", "checkpoint_every=2", "bc.enabled=false",
+                    f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if (tmp_path / "metrics.csv").exists() and len(_updates(tmp_path)) >= 3:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"training ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert 3 <= len(_updates(tmp_path)) < 6
+    out = subprocess.run(TRAIN + [f"resume={tmp_path}", f"hydra.run.dir={tmp_path}/resumed"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resuming" in out.stderr
+    assert _updates(tmp_path) == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_of_a_non_run_dir_is_a_clear_error(tmp_path):
+    out = subprocess.run(TRAIN + [f"resume={tmp_path}", f"hydra.run.dir={tmp_path}/x"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "not a vidur-ppo run dir" in out.stderr
