@@ -260,10 +260,12 @@ class TrainConfig:
     checkpoint_every: int = 5
     slo_e2e: float = 8.0
     torch_threads: int = 1
+    torch_threads_update: int = 0  # 0: every core (env workers are idle during the update)
 
     def __post_init__(self) -> None:
         _positive(self, "", "checkpoint_every", "slo_e2e", "torch_threads")
         _check(self.seed >= 0, "seed", "must be >= 0", self.seed)
+        _check(self.torch_threads_update >= 0, "torch_threads_update", "must be >= 0", self.torch_threads_update)
 
 
 SCHEMAS = {

@@ -3,6 +3,7 @@ compute GAE, update on whole sequence chunks, log one CSV row per update, checkp
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -48,6 +49,7 @@ class PPOTrainer:
         self.checkpoint_extra = checkpoint_extra or (lambda: {})
         self.loss_fn = ppo_loss
         self.num_envs = envs.num_envs
+        self.update_threads = int(getattr(cfg, "torch_threads_update", 0) or os.cpu_count() or 1)
 
     # --- rollout -----------------------------------------------------------------------------
 
@@ -90,6 +92,15 @@ class PPOTrainer:
     # --- update ------------------------------------------------------------------------------
 
     def learn(self, buf: RolloutBuffer) -> Dict[str, float]:
+        # the env workers are idle during the update: let torch use every core, then give them back
+        rollout_threads = torch.get_num_threads()
+        torch.set_num_threads(self.update_threads)
+        try:
+            return self._learn(buf)
+        finally:
+            torch.set_num_threads(rollout_threads)
+
+    def _learn(self, buf: RolloutBuffer) -> Dict[str, float]:
         p = self.ppo
         self.model.value_norm.update(buf.returns)
         sums: Dict[str, List[float]] = {}
