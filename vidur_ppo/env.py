@@ -25,8 +25,9 @@ ENV_ID = "VidurRouting-v0"
 
 #: The embedded default workload ("chat", heavy load): 4 x Llama-2-7B/A100 (vLLM) serve
 #: chat-like requests with heavy-tailed lengths (lognormal prompts, median 512 tokens, and
-#: outputs, median 128). 24 QPS is about 95% of the cluster's capacity: round-robin's E2E P99
-#: is ~7x its P50. Light load is 8 QPS. See README "Default scenario" for the sweep behind it.
+#: outputs, median 128). 24 QPS is about the cluster's capacity (throughput levels off at
+#: 21-23 req/s beyond it); round-robin's E2E P99 is ~6-7x its P50 there. Light load is 8 QPS.
+#: See README "Default scenario" and experiments/sweep_load.py for the sweep behind it.
 CHAT_PREFILL: Dict[str, Any] = {"kind": "lognormal", "median": 512, "sigma": 0.8, "min": 32, "max": 3072}
 CHAT_DECODE: Dict[str, Any] = {"kind": "lognormal", "median": 128, "sigma": 0.9, "min": 8, "max": 1000}
 DEFAULT_WORKLOAD: Dict[str, Any] = {
