@@ -192,8 +192,8 @@ class BCConfig:
     teacher: str = "jsq"  # any heuristic name
     episodes: int = 6
     holdout_episodes: int = 2
-    epochs: int = 40
-    lr: float = 1e-3
+    epochs: int = 25
+    lr: float = 3e-3
     seq_len: int = 32
     batch_chunks: int = 32
 

@@ -9,6 +9,7 @@ Returns the held-out E2E P99 of the trained policy (the objective of Optuna swee
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict
@@ -82,8 +83,10 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             demos = collect_demos(probe, tc.bc.teacher, seeds)
             train_demos, held = demos[: tc.bc.episodes], demos[tc.bc.episodes:]
             bar = _progress_bar(tc.logger.progress, tc.bc.epochs, 0, f"BC from {tc.bc.teacher}")
+            torch.set_num_threads(tc.torch_threads_update or os.cpu_count() or 1)  # no env workers yet
             losses = train_bc(model, train_demos, tc.bc.epochs, tc.bc.lr, tc.bc.seq_len,
                               progress=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+            torch.set_num_threads(tc.torch_threads)
             bar.close()
             acc = agreement(model, held)
             logger.event("bc", 0, teacher=tc.bc.teacher, agreement=acc, final_loss=losses[-1],
@@ -101,10 +104,13 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                              start_update=start_update, global_step=global_step, checkpoint_extra=extra)
         bar = _progress_bar(tc.logger.progress, tc.ppo.num_updates, start_update, "PPO")
 
-        def on_update(row):
+        last = {"ret": float("nan"), "e2e_p99": float("nan")}
+
+        def on_update(row):  # episodes end every few updates: show the latest finished one
+            if row["episodes"]:
+                last.update(ret=row["episode_return"], e2e_p99=row["episode/e2e_p99"])
             bar.update(1)
-            bar.set_postfix(ret=f"{row['episode_return']:.2f}", e2e_p99=f"{row['episode/e2e_p99']:.2f}",
-                            sps=f"{row['sps']:.0f}")
+            bar.set_postfix(ret=f"{last['ret']:.1f}", e2e_p99=f"{last['e2e_p99']:.2f}", sps=f"{row['sps']:.0f}")
 
         try:
             trainer.run(progress=on_update)
