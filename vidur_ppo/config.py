@@ -91,11 +91,47 @@ class LegacyHybridRewardConfig:
     weights: Dict[str, float] = field(default_factory=lambda: {"latency": 4.0, "throughput": 0.5, "imbalance": 1.0})
     clip: float = 4.0
     throughput_scale_tokens: float = 1000.0
+    latency_metric: str = "e2e"
 
     def __post_init__(self) -> None:
         _positive(self, "reward", "latency_threshold", "latency_penalty_slope", "clip", "throughput_scale_tokens")
-        unknown = set(self.weights) - {"latency", "throughput", "imbalance"}
-        _check(not unknown, "reward.weights", "has unknown components (latency, throughput, imbalance)", sorted(unknown))
+        _check_reward_common(self)
+
+
+def _check_reward_common(r: Any) -> None:
+    unknown = set(r.weights) - {"latency", "throughput", "imbalance"}
+    _check(not unknown, "reward.weights", "has unknown components (latency, throughput, imbalance)", sorted(unknown))
+    _check(r.latency_metric in ("e2e", "e2e_per_token"), "reward.latency_metric", "must be e2e or e2e_per_token",
+           r.latency_metric)
+
+
+@dataclass
+class SoftLogisticRewardConfig:
+    name: str = "soft_logistic"
+    latency_metric: str = "e2e_per_token"
+    latency_threshold: float = 0.05
+    bonus: float = 4.0
+    penalty_max: float = 6.0
+    penalty_center: float = 1.2
+    penalty_slope: float = 8.0
+    throughput_band: float = 0.1
+    throughput_penalty_slope: float = 5.0
+    throughput_penalty_cap: float = 1.0
+    window_s: float = 30.0
+    weights: Dict[str, float] = field(default_factory=lambda: {"latency": 1.0, "throughput": 0.5, "imbalance": 0.2})
+    clip: float = 8.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "reward", "latency_threshold", "penalty_max", "penalty_slope", "clip", "window_s")
+        _check(self.bonus >= 0, "reward.bonus", "must be >= 0", self.bonus)
+        _unit(self, "reward", "throughput_band")
+        _check_reward_common(self)
+
+
+@dataclass
+class PiecewiseRewardConfig(SoftLogisticRewardConfig):
+    name: str = "piecewise"
+    penalty_slope: float = 10.0
 
 
 # --- features ----------------------------------------------------------------------------------
@@ -126,6 +162,19 @@ class QueueFeaturesConfig:
     def __post_init__(self) -> None:
         _positive(self, "features", "queue_capacity", "running_capacity", "token_capacity", "slo",
                   "max_request_tokens")
+
+
+@dataclass
+class FullFeaturesConfig(QueueFeaturesConfig):
+    name: str = "full"
+    names: List[str] = field(default_factory=lambda: [
+        "waiting", "running", "oldest_wait", "prefill_left", "decode_left", "kv_usage", "req_prefill", "req_decode",
+        "d_waiting", "d_running", "d_kv_usage", "d_work", "x_waiting", "x_running", "x_kv_usage", "x_work"])
+    ema_alpha: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 < self.ema_alpha <= 1, "features.ema_alpha", "must be in (0, 1]", self.ema_alpha)
 
 
 # --- model -------------------------------------------------------------------------------------
@@ -169,6 +218,7 @@ class PPOConfig:
     clip_value: bool = False
     max_grad_norm: float = 0.5
     norm_adv: bool = True
+    normalize_reward: bool = False
 
     def __post_init__(self) -> None:
         _positive(self, "ppo", "num_envs", "num_workers", "rollout_steps", "num_updates", "epochs",
@@ -207,6 +257,50 @@ class BCConfig:
 @dataclass
 class CurriculumConfig:
     name: str = "none"
+
+
+def _check_ramp(c: Any) -> None:
+    _positive(c, "curriculum", "ramp_updates", "steps")
+    _check(c.mode in ("linear", "stepwise"), "curriculum.mode", "must be linear or stepwise", c.mode)
+
+
+@dataclass
+class LoadRampConfig:
+    name: str = "load_ramp"
+    start_qps: float = 8.0
+    ramp_updates: int = 10
+    mode: str = "linear"
+    steps: int = 4
+
+    def __post_init__(self) -> None:
+        _positive(self, "curriculum", "start_qps")
+        _check_ramp(self)
+
+
+@dataclass
+class RewardRampConfig:
+    name: str = "reward_ramp"
+    start_clip: float = 2.0
+    start_threshold_scale: float = 1.5
+    ramp_updates: int = 10
+    mode: str = "linear"
+    steps: int = 4
+
+    def __post_init__(self) -> None:
+        _positive(self, "curriculum", "start_clip", "start_threshold_scale")
+        _check_ramp(self)
+
+
+@dataclass
+class StagedConfig:
+    name: str = "staged"
+    stages: List[Dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for i, st in enumerate(self.stages):
+            unknown = set(st) - {"start", "name", "workload", "reward"}
+            _check(not unknown, f"curriculum.stages[{i}]", "may only set start, name, workload, reward", sorted(unknown))
+            _check(int(st.get("start", 0)) >= 0, f"curriculum.stages[{i}].start", "must be >= 0", st.get("start"))
 
 
 @dataclass
@@ -250,7 +344,7 @@ class TrainConfig:
     features: Any = MISSING
     model: Any = MISSING
     ppo: PPOConfig = field(default_factory=PPOConfig)
-    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    curriculum: Any = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     bc: BCConfig = field(default_factory=BCConfig)
@@ -270,8 +364,11 @@ class TrainConfig:
 
 SCHEMAS = {
     "workload": {"synthetic": SyntheticWorkloadConfig, "trace": TraceWorkloadConfig},
-    "reward": {"legacy_hybrid": LegacyHybridRewardConfig},
-    "features": {"legacy": LegacyFeaturesConfig, "queue": QueueFeaturesConfig},
+    "reward": {"legacy_hybrid": LegacyHybridRewardConfig, "soft_logistic": SoftLogisticRewardConfig,
+               "piecewise": PiecewiseRewardConfig},
+    "features": {"legacy": LegacyFeaturesConfig, "queue": QueueFeaturesConfig, "full": FullFeaturesConfig},
+    "curriculum": {"none": CurriculumConfig, "load_ramp": LoadRampConfig, "reward_ramp": RewardRampConfig,
+                   "staged": StagedConfig},
     "model": {"gru": GRUModelConfig},
 }
 
@@ -282,8 +379,7 @@ def register_configs() -> None:
     for group, options in SCHEMAS.items():
         for name, node in options.items():
             cs.store(group=group, name=f"schema_{name}", node=node)
-    for group, node in (("env", EnvConfig), ("ppo", PPOConfig), ("curriculum", CurriculumConfig),
-                        ("logger", LoggerConfig), ("eval", EvalConfig)):
+    for group, node in (("env", EnvConfig), ("ppo", PPOConfig), ("logger", LoggerConfig), ("eval", EvalConfig)):
         cs.store(group=group, name="schema", node=node)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from vidur_ppo.features import FeatureSet, make_feature_set
-from vidur_ppo.rewards import Reward, make_reward
+from vidur_ppo.rewards import Reward, Step, make_reward
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
 from vidur_ppo.sim.workload import SyntheticWorkload, TraceWorkload, make_workload
@@ -106,9 +106,10 @@ class VidurRoutingEnv(gym.Env):
     def step(self, action):
         if self.driver is None or self._request is None:
             raise RuntimeError("call reset() before step(); the episode has ended")
+        routed = self._request
         self._request = self.driver.assign(int(action))
         self._state = self.driver.replica_state()
-        reward, parts = self.reward(self.driver.pop_completed(), self._state)
+        reward, parts = self.reward(Step(self.driver.pop_completed(), self._state, self.driver.now, routed))
         terminated = self._request is None
         info = self._info()
         for k, v in parts.items():
@@ -116,6 +117,13 @@ class VidurRoutingEnv(gym.Env):
         if terminated:
             info["episode_metrics"] = self.driver.summary(slo_e2e=self.slo_e2e)
         return self._observe(), reward, terminated, False, info
+
+    def configure(self, workload: Optional[Mapping[str, Any]] = None, reward: Optional[Mapping[str, Any]] = None) -> None:
+        """Swap the workload and/or reward (a curriculum stage); takes effect at the next reset()."""
+        if workload is not None:
+            self.workload = make_workload(workload)
+        if reward is not None:
+            self.reward = make_reward(reward)
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ class QueueFeatures(FeatureSet):
         self.cap = float(cap)
 
     def __call__(self, state, request, now):
-        out = np.empty((state.shape[0], len(self.names)), dtype=np.float32)
+        out = np.empty((state.shape[0], len(QueueFeatures.names)), dtype=np.float32)
         replica = state[:, self.cols] * self.scale
         if self.cap > 0:
             np.minimum(replica, self.cap, out=replica)
@@ -90,7 +90,40 @@ class QueueFeatures(FeatureSet):
         return out
 
 
-FEATURE_SETS: Dict[str, Callable[..., FeatureSet]] = {"legacy": LegacyFeatures, "queue": QueueFeatures}
+class FullFeatures(QueueFeatures):
+    """`queue` plus trends per replica (PLAN.md section 2): for waiting, running, KV usage and
+    outstanding work (prefill + decode tokens left, normalised), the change since the previous
+    decision (`d_*`, 0 at an episode's first decision) and the current value minus its
+    exponential moving average over decisions (`x_*`, weight `ema_alpha` on the newest value).
+    Trends of capped features lie in [-1, 1].
+    """
+
+    TREND = ("waiting", "running", "kv_usage", "work")
+    names = QueueFeatures.names + tuple(f"d_{n}" for n in TREND) + tuple(f"x_{n}" for n in TREND)
+
+    def __init__(self, ema_alpha: float = 0.1, **params: Any) -> None:
+        super().__init__(**params)
+        self.alpha = float(ema_alpha)
+        self.reset()
+
+    def reset(self) -> None:
+        self.prev = None
+        self.ema = None
+
+    def __call__(self, state, request, now):
+        base = super().__call__(state, request, now)
+        cur = np.stack([base[:, 0], base[:, 1], base[:, 5], np.minimum(base[:, 3] + base[:, 4], 1.0)], axis=1)
+        if self.prev is None or self.prev.shape != cur.shape:
+            self.prev, self.ema = cur.copy(), cur.copy()
+        delta = cur - self.prev
+        self.ema = self.alpha * cur + (1.0 - self.alpha) * self.ema
+        self.prev = cur
+        return np.concatenate([base, delta, cur - self.ema], axis=1).astype(np.float32)
+
+
+FEATURE_SETS: Dict[str, Callable[..., FeatureSet]] = {
+    "legacy": LegacyFeatures, "queue": QueueFeatures, "full": FullFeatures,
+}
 
 
 def make_feature_set(spec: Mapping[str, Any] | str | None) -> FeatureSet:

@@ -42,6 +42,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     import gymnasium as gym
 
     from vidur_ppo.bc import agreement, collect_demos, train_bc
+    from vidur_ppo.curriculum import make_curriculum
     from vidur_ppo.env import VidurRoutingEnv, make_vector_env
     from vidur_ppo.evaluate import TorchPolicy, eval_seeds, evaluate, summary_table, to_float_rows
     from vidur_ppo.logging import RunLogger
@@ -100,8 +101,11 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
 
         envs = make_vector_env(tc.ppo.num_envs, mode=tc.ppo.vector_mode, num_workers=tc.ppo.num_workers,
                                autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kw)
+        curriculum = make_curriculum(OmegaConf.to_container(cfg.curriculum, resolve=True), kw["workload"], kw["reward"])
         trainer = PPOTrainer(tc, envs, model, optimizer, logger, run_dir, rng, seed_limit=tc.eval.seed_base,
-                             start_update=start_update, global_step=global_step, checkpoint_extra=extra)
+                             start_update=start_update, global_step=global_step, checkpoint_extra=extra,
+                             curriculum=curriculum, feature_names=feature_names,
+                             reward_scaler_state=ckpt.get("reward_scaler") if ckpt else None)
         bar = _progress_bar(tc.logger.progress, tc.ppo.num_updates, start_update, "PPO")
 
         last = {"ret": float("nan"), "e2e_p99": float("nan")}

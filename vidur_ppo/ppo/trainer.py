@@ -15,6 +15,7 @@ from torch.distributions import Categorical
 from vidur_ppo import checkpoint
 from vidur_ppo.ppo.buffer import RolloutBuffer
 from vidur_ppo.ppo.loss import ppo_loss
+from vidur_ppo.ppo.reward_scale import RewardScaler
 
 EPISODE_KEYS = ("e2e_p50", "e2e_p90", "e2e_p99", "ttft_p90", "ttft_p99", "tbt_p99", "throughput_rps",
                 "throughput_tps", "imbalance_util_std", "slo_violation_rate", "restarts")
@@ -41,7 +42,8 @@ def _finished_episodes(info: Dict[str, Any]) -> List[Dict[str, float]]:
 class PPOTrainer:
     def __init__(self, cfg, envs, model, optimizer, logger, run_dir: Path, rng: np.random.Generator,
                  seed_limit: int, start_update: int = 0, global_step: int = 0,
-                 checkpoint_extra: Optional[Callable[[], Dict[str, Any]]] = None) -> None:
+                 checkpoint_extra: Optional[Callable[[], Dict[str, Any]]] = None, curriculum=None,
+                 feature_names: Optional[List[str]] = None, reward_scaler_state: Optional[Dict[str, float]] = None) -> None:
         self.cfg, self.ppo = cfg, cfg.ppo
         self.envs, self.model, self.opt, self.logger = envs, model, optimizer, logger
         self.run_dir, self.rng, self.seed_limit = Path(run_dir), rng, seed_limit
@@ -49,6 +51,12 @@ class PPOTrainer:
         self.checkpoint_extra = checkpoint_extra or (lambda: {})
         self.loss_fn = ppo_loss
         self.num_envs = envs.num_envs
+        self.curriculum = curriculum
+        self._specs = None
+        self.feature_names = feature_names
+        self.reward_scaler = RewardScaler(self.num_envs, self.ppo.gamma, bool(getattr(self.ppo, "normalize_reward", False)))
+        if reward_scaler_state:
+            self.reward_scaler.load_state_dict(reward_scaler_state)
         self.update_threads = int(getattr(cfg, "torch_threads_update", 0) or os.cpu_count() or 1)
 
     # --- rollout -----------------------------------------------------------------------------
@@ -73,8 +81,10 @@ class PPOTrainer:
             obs, reward, term, trunc, info = self.envs.step(action.numpy())
             stats["time_env"] += time.perf_counter() - t1
             stats["time_policy"] += t1 - t0
-            done = torch.as_tensor(np.logical_or(term, trunc), dtype=torch.float32)
-            buf.add(t, feats, state, starts, action, logp, value, torch.as_tensor(reward, dtype=torch.float32), done)
+            done_np = np.logical_or(term, trunc)
+            done = torch.as_tensor(done_np, dtype=torch.float32)
+            scaled = self.reward_scaler(np.asarray(reward, dtype=np.float64), done_np)
+            buf.add(t, feats, state, starts, action, logp, value, torch.as_tensor(scaled, dtype=torch.float32), done)
             for k in [k for k in info if k.startswith("reward/")]:
                 stats["reward_parts"].setdefault(k, []).append(float(np.mean(info[k])))
             self._ep_return += np.asarray(reward, dtype=float)
@@ -130,17 +140,39 @@ class PPOTrainer:
     def save(self) -> Path:
         return checkpoint.save(self.run_dir, {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "update": self.update,
-            "global_step": self.global_step, "rng": checkpoint.rng_state(self.rng), **self.checkpoint_extra(),
+            "global_step": self.global_step, "rng": checkpoint.rng_state(self.rng),
+            "reward_scaler": self.reward_scaler.state_dict(), **self.checkpoint_extra(),
         })
+
+    def _apply_curriculum(self) -> bool:
+        """Reconfigure every env when the curriculum's stage changes; True if it did."""
+        if self.curriculum is None:
+            return False
+        specs = self.curriculum.at(self.update)
+        if specs == self._specs:
+            return False
+        first = self._specs is None
+        self.envs.call("configure", **specs)
+        self._specs = specs
+        if not first or self.update > 0:
+            self.logger.event("curriculum", self.update, qps=specs["workload"].get("qps"),
+                              clip=specs["reward"].get("clip"), latency_threshold=specs["reward"].get("latency_threshold"))
+        return True
 
     def run(self, progress=None) -> None:
         p = self.ppo
+        self._apply_curriculum()
         obs = self._reset_envs()
         state = self.model.initial_state(self.num_envs)
         starts = torch.ones(self.num_envs)
         self._ep_return = np.zeros(self.num_envs)
         feat_shape = obs["features"].shape[1:]
         while self.update < p.num_updates:
+            if self._apply_curriculum():  # a new stage: every env starts a fresh episode under it
+                obs = self._reset_envs()
+                state = self.model.initial_state(self.num_envs)
+                starts = torch.ones(self.num_envs)
+                self._ep_return = np.zeros(self.num_envs)
             t_start = time.perf_counter()
             buf = RolloutBuffer(p.rollout_steps, self.num_envs, feat_shape, state)
             stats: Dict[str, Any] = {"time_env": 0.0, "time_policy": 0.0, "returns": [], "episodes": [],
@@ -160,6 +192,13 @@ class PPOTrainer:
                 row[f"episode/{k}"] = float(np.mean(vals)) if vals else float("nan")
             for k, v in stats["reward_parts"].items():
                 row[k] = float(np.mean(v))
+            if self.feature_names:  # are the features non-zero and evolving?
+                flat = buf.feats.reshape(-1, buf.feats.shape[-1])
+                for i, name in enumerate(self.feature_names):
+                    row[f"feat/{name}/mean"] = float(flat[:, i].mean())
+                    row[f"feat/{name}/std"] = float(flat[:, i].std())
+            if self._specs is not None:
+                row["curriculum/qps"] = float(self._specs["workload"].get("qps") or float("nan"))
             row.update(learn)
             wall = t_end - t_start
             row.update({"sps": p.rollout_steps * self.num_envs / wall, "time_env": stats["time_env"],

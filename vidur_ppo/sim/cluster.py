@@ -79,10 +79,12 @@ class GivenRequestsGenerator(BaseRequestGenerator):
 
     def generate_requests(self) -> List[Request]:
         t = self.config.trace
-        return [
-            Request(arrived_at=float(a), num_prefill_tokens=int(p), num_decode_tokens=int(d))
-            for a, p, d in zip(t.arrived_at, t.num_prefill_tokens, t.num_decode_tokens)
-        ]
+        requests = []
+        for a, p, d in zip(t.arrived_at, t.num_prefill_tokens, t.num_decode_tokens):
+            r = Request(arrived_at=float(a), num_prefill_tokens=int(p), num_decode_tokens=int(d))
+            r.vp_decode_tokens = int(d)  # kept: a preemption restart rewrites _num_decode_tokens
+            requests.append(r)
+        return requests
 
 
 @dataclass

@@ -1,0 +1,42 @@
+"""Every option of the reward, features and curriculum groups trains for a few updates."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from vidur_ppo.config import register_configs, smoke_overrides
+from vidur_ppo.train import run
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+register_configs()
+
+CASES = [
+    ["reward=soft_logistic"], ["reward=piecewise"], ["reward=legacy_hybrid", "features=queue"],
+    ["features=full"], ["reward=soft_logistic", "ppo.normalize_reward=true"],
+    ["curriculum=load_ramp", "curriculum.ramp_updates=2"], ["curriculum=reward_ramp", "curriculum.ramp_updates=2"],
+    ["curriculum=staged", "curriculum.stages=[{start: 0, workload: {qps: 8.0}}, {start: 1, workload: {qps: 16.0}}]"],
+]
+
+
+@pytest.mark.parametrize("overrides", CASES, ids=[" ".join(c) for c in CASES])
+def test_option_trains_a_few_updates(overrides, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides + ["smoke=true", "bc.enabled=false",
+                                                                   "ppo.vector_mode=sync", "ppo.num_updates=3",
+                                                                   "eval.baselines=[round_robin]", "logger.progress=false"])
+    smoke_overrides(cfg, explicit={"ppo.num_updates"})
+    objective = run(cfg, tmp_path)
+    assert objective > 0
+    with (tmp_path / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["update"]) for r in rows] == [1, 2, 3]
+    names = json.loads((tmp_path / "features.json").read_text())["names"]
+    assert all(f"feat/{n}/mean" in rows[0] for n in names)
+    assert any(k.startswith("reward/latency") for k in rows[0])
+    if any(o.startswith("curriculum=") for o in overrides):
+        events = (tmp_path / "events.csv").read_text()
+        assert "curriculum" in events
+        assert len({r["curriculum/qps"] for r in rows}) >= (2 if "reward_ramp" not in overrides[0] else 1)
