@@ -18,13 +18,17 @@ CASES = [
     ["features=full"], ["reward=soft_logistic", "ppo.normalize_reward=true"],
     ["curriculum=load_ramp", "curriculum.ramp_updates=2"], ["curriculum=reward_ramp", "curriculum.ramp_updates=2"],
     ["curriculum=staged", "curriculum.stages=[{start: 0, workload: {qps: 8.0}}, {start: 1, workload: {qps: 16.0}}]"],
+    ["model=attn_gru", "features=full"], ["model=attn_gru", "model.share_encoder=false", "model.gated=true"],
+    ["ppo=adaptive", "bc.enabled=true"], ["ppo=adaptive", "ppo.entropy_schedule=target_entropy", "ppo.target_entropy=0.5",
+                                          "ppo.kl_adapt_lr=true"],
 ]
 
 
 @pytest.mark.parametrize("overrides", CASES, ids=[" ".join(c) for c in CASES])
 def test_option_trains_a_few_updates(overrides, tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides + ["smoke=true", "bc.enabled=false",
+        base = [] if "bc.enabled=true" in overrides else ["bc.enabled=false"]
+        cfg = compose(config_name="config", overrides=overrides + base + ["smoke=true",
                                                                    "ppo.vector_mode=sync", "ppo.num_updates=3",
                                                                    "eval.baselines=[round_robin]", "logger.progress=false"])
     smoke_overrides(cfg, explicit={"ppo.num_updates"})
@@ -36,6 +40,11 @@ def test_option_trains_a_few_updates(overrides, tmp_path):
     names = json.loads((tmp_path / "features.json").read_text())["names"]
     assert all(f"feat/{n}/mean" in rows[0] for n in names)
     assert any(k.startswith("reward/latency") for k in rows[0])
+    if any(o.startswith("ppo=adaptive") for o in overrides):
+        coefs = [float(r["entropy_coef"]) for r in rows]
+        assert "kl_coef" in rows[0] and "early_stopped" in rows[0]
+        if "bc.enabled=true" in overrides:
+            assert coefs[0] > coefs[-1] and float(rows[0]["bc_coef"]) > 0 and "bc_loss" in rows[0]
     if any(o.startswith("curriculum=") for o in overrides):
         events = (tmp_path / "events.csv").read_text()
         assert "curriculum" in events

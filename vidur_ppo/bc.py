@@ -97,3 +97,28 @@ def train_bc(model, demos: Sequence[Demo], epochs: int, lr: float, seq_len: int,
         if progress:
             progress(epoch, losses[-1])
     return losses
+
+
+def demo_loss(model, demos: Sequence[Demo], seq_len: int, chunks: int, rng: np.random.Generator) -> torch.Tensor:
+    """Cross-entropy of the actor on `chunks` random demonstration chunks (fading BC during PPO).
+
+    Chunks start from a zero recurrent state, a truncation the rollout never makes; it only
+    anchors the policy to the teacher early in PPO, with a weight that fades to 0.
+    """
+    picks = rng.integers(len(demos), size=chunks)
+    feats, actions = [], []
+    for i in picks:
+        d = demos[int(i)]
+        t0 = int(rng.integers(max(len(d.actions) - seq_len, 0) + 1))
+        f, a = d.feats[t0:t0 + seq_len], d.actions[t0:t0 + seq_len]
+        if len(a) < seq_len:  # episode shorter than a chunk: pad, masked below
+            pad = seq_len - len(a)
+            f = torch.cat([f, f[-1:].expand(pad, *f.shape[1:])])
+            a = torch.cat([a, torch.full((pad,), -100, dtype=torch.long)])
+        feats.append(f)
+        actions.append(a)
+    feats, actions = torch.stack(feats, 1), torch.stack(actions, 1)
+    starts = torch.zeros(actions.shape)
+    starts[0] = 1.0
+    logits, _, _ = model(feats, model.initial_state(chunks), starts, with_value=False)
+    return F.cross_entropy(logits.flatten(0, 1), actions.flatten(), ignore_index=-100)

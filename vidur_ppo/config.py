@@ -195,6 +195,28 @@ class GRUModelConfig:
         _positive(self, "model", "actor_hidden", "actor_layers", "critic_hidden", "critic_layers")
 
 
+@dataclass
+class AttnGRUModelConfig:
+    """Cross-replica attention + GRU over time, per-replica scores (vidur_ppo/models/attn_gru.py)."""
+
+    name: str = "attn_gru"
+    embed_dim: int = 64
+    heads: int = 4
+    attn_layers: int = 1
+    gru_hidden: int = 128
+    gated: bool = False
+    share_encoder: bool = True
+    critic_hidden_size: int = 64
+    critic_layers: int = 0
+    value_norm: bool = True
+
+    def __post_init__(self) -> None:
+        _positive(self, "model", "embed_dim", "heads", "gru_hidden", "critic_hidden_size")
+        _check(self.embed_dim % self.heads == 0, "model.heads", f"must divide model.embed_dim={self.embed_dim}", self.heads)
+        _check(self.attn_layers >= 0 and self.critic_layers >= 0, "model.attn_layers/critic_layers", "must be >= 0",
+               (self.attn_layers, self.critic_layers))
+
+
 # --- ppo ---------------------------------------------------------------------------------------
 
 
@@ -219,6 +241,19 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     norm_adv: bool = True
     normalize_reward: bool = False
+    # strategy (PLAN.md section 4); the legacy values switch every item off
+    entropy_schedule: str = "constant"  # constant | linear | exponential | target_entropy
+    entropy_end: float = 0.0
+    entropy_decay_updates: int = 0  # 0: num_updates
+    target_entropy: Optional[float] = None
+    entropy_lr: float = 0.05
+    kl_control: str = "none"  # none | penalty | early_stop | both
+    target_kl: float = 0.1
+    kl_coef: float = 0.2
+    early_stop_factor: float = 1.5
+    kl_adapt_lr: bool = False
+    bc_coef: float = 0.0  # fading BC: weight of the demonstration loss at update 0
+    bc_fade_updates: int = 0  # ... reaching 0 at this update
 
     def __post_init__(self) -> None:
         _positive(self, "ppo", "num_envs", "num_workers", "rollout_steps", "num_updates", "epochs",
@@ -228,6 +263,15 @@ class PPOConfig:
         _check(self.value_coef >= 0, "ppo.value_coef", "must be >= 0", self.value_coef)
         _check(self.vector_mode in ("sync", "async", "grouped"), "ppo.vector_mode", "must be sync, async or grouped", self.vector_mode)
         _check(self.rollout_steps % self.seq_len == 0, "ppo.seq_len", f"must divide ppo.rollout_steps={self.rollout_steps}", self.seq_len)
+        _check(self.entropy_schedule in ("constant", "linear", "exponential", "target_entropy"), "ppo.entropy_schedule",
+               "must be constant, linear, exponential or target_entropy", self.entropy_schedule)
+        _check(self.entropy_schedule != "target_entropy" or self.target_entropy is not None, "ppo.target_entropy",
+               "must be set for entropy_schedule=target_entropy", self.target_entropy)
+        _check(self.kl_control in ("none", "penalty", "early_stop", "both"), "ppo.kl_control",
+               "must be none, penalty, early_stop or both", self.kl_control)
+        _positive(self, "ppo", "target_kl", "early_stop_factor")
+        _check(self.entropy_end >= 0 and self.kl_coef >= 0 and self.bc_coef >= 0, "ppo.entropy_end/kl_coef/bc_coef",
+               "must be >= 0", (self.entropy_end, self.kl_coef, self.bc_coef))
         chunks = self.num_envs * self.rollout_steps // self.seq_len
         _check(chunks >= self.minibatches, "ppo.minibatches",
                f"must be <= the number of sequence chunks per rollout ({chunks})", self.minibatches)
@@ -369,7 +413,7 @@ SCHEMAS = {
     "features": {"legacy": LegacyFeaturesConfig, "queue": QueueFeaturesConfig, "full": FullFeaturesConfig},
     "curriculum": {"none": CurriculumConfig, "load_ramp": LoadRampConfig, "reward_ramp": RewardRampConfig,
                    "staged": StagedConfig},
-    "model": {"gru": GRUModelConfig},
+    "model": {"gru": GRUModelConfig, "attn_gru": AttnGRUModelConfig},
 }
 
 

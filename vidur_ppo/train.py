@@ -78,6 +78,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     extra = lambda: {"bc_done": True if not tc.bc.enabled else bc_done, "wandb_id": logger.wandb_id,  # noqa: E731
                      "config": OmegaConf.to_container(cfg, resolve=True), "num_replicas": num_replicas,
                      "feature_names": feature_names}
+    train_demos = None
     try:
         if tc.bc.enabled and not bc_done:
             seeds = [int(s) for s in rng.integers(tc.eval.seed_base, size=tc.bc.episodes + tc.bc.holdout_episodes)]
@@ -106,6 +107,15 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                              start_update=start_update, global_step=global_step, checkpoint_extra=extra,
                              curriculum=curriculum, feature_names=feature_names,
                              reward_scaler_state=ckpt.get("reward_scaler") if ckpt else None)
+        if ckpt is not None:
+            for key, obj in (("entropy_schedule", trainer.entropy), ("kl_controller", trainer.kl)):
+                if key in ckpt:
+                    obj.load_state_dict(ckpt[key])
+        if tc.ppo.bc_coef > 0 and tc.ppo.bc_fade_updates > start_update:  # fading BC needs demonstrations
+            if train_demos is None:
+                seeds = [int(s) for s in rng.integers(tc.eval.seed_base, size=tc.bc.episodes)]
+                train_demos = collect_demos(probe, tc.bc.teacher, seeds)
+            trainer.bc_demos = train_demos
         bar = _progress_bar(tc.logger.progress, tc.ppo.num_updates, start_update, "PPO")
 
         last = {"ret": float("nan"), "e2e_p99": float("nan")}

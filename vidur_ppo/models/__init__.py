@@ -6,9 +6,10 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from vidur_ppo.models.attn_gru import AttnGRUActorCritic
 from vidur_ppo.models.gru import LegacyGRUActorCritic
 
-MODELS = {"gru": LegacyGRUActorCritic}
+MODELS = {"gru": LegacyGRUActorCritic, "attn_gru": AttnGRUActorCritic}
 
 
 def make_model(spec: Mapping[str, Any], num_replicas: int, num_features: int) -> nn.Module:

@@ -10,7 +10,7 @@ from torch.distributions import Categorical
 
 def ppo_loss(logits: torch.Tensor, values_norm: torch.Tensor, batch: Dict[str, torch.Tensor], value_norm,
              clip: float, value_coef: float, entropy_coef: float, clip_value: bool,
-             norm_adv: bool) -> Tuple[torch.Tensor, Dict[str, float]]:
+             norm_adv: bool, kl_coef: float = 0.0) -> Tuple[torch.Tensor, Dict[str, float]]:
     dist = Categorical(logits=logits)
     logp = dist.log_prob(batch["actions"])
     log_ratio = logp - batch["logp"]
@@ -27,9 +27,12 @@ def ppo_loss(logits: torch.Tensor, values_norm: torch.Tensor, batch: Dict[str, t
     else:
         v_loss = 0.5 * ((values_norm - target) ** 2).mean()
     entropy = dist.entropy().mean()
+    kl = ((ratio - 1) - log_ratio).mean()  # the k3 estimator of KL(old || new), >= 0
     loss = pg_loss + value_coef * v_loss - entropy_coef * entropy
+    if kl_coef > 0:
+        loss = loss + kl_coef * kl
     with torch.no_grad():
-        approx_kl = ((ratio - 1) - log_ratio).mean().item()  # the k3 estimator
+        approx_kl = kl.item()
         clip_frac = ((ratio - 1).abs() > clip).float().mean().item()
     return loss, {"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy.item(),
                   "approx_kl": approx_kl, "clip_frac": clip_frac}

@@ -16,6 +16,7 @@ from vidur_ppo import checkpoint
 from vidur_ppo.ppo.buffer import RolloutBuffer
 from vidur_ppo.ppo.loss import ppo_loss
 from vidur_ppo.ppo.reward_scale import RewardScaler
+from vidur_ppo.ppo.schedules import EntropySchedule, KLController, bc_weight
 
 EPISODE_KEYS = ("e2e_p50", "e2e_p90", "e2e_p99", "ttft_p90", "ttft_p99", "tbt_p99", "throughput_rps",
                 "throughput_tps", "imbalance_util_std", "slo_violation_rate", "restarts")
@@ -54,6 +55,15 @@ class PPOTrainer:
         self.curriculum = curriculum
         self._specs = None
         self.feature_names = feature_names
+        p = self.ppo
+        g = lambda k, d: getattr(p, k, d)  # noqa: E731 - older configs lack the strategy fields
+        self.entropy = EntropySchedule(g("entropy_schedule", "constant"), p.entropy_coef, g("entropy_end", 0.0),
+                                       g("entropy_decay_updates", 0) or p.num_updates, g("target_entropy", None),
+                                       g("entropy_lr", 0.05))
+        self.kl = KLController(g("kl_control", "none"), g("target_kl", 0.1), g("kl_coef", 0.2),
+                               g("early_stop_factor", 1.5), g("kl_adapt_lr", False))
+        self.bc_coef, self.bc_fade = g("bc_coef", 0.0), g("bc_fade_updates", 0)
+        self.bc_demos = None
         self.reward_scaler = RewardScaler(self.num_envs, self.ppo.gamma, bool(getattr(self.ppo, "normalize_reward", False)))
         if reward_scaler_state:
             self.reward_scaler.load_state_dict(reward_scaler_state)
@@ -114,11 +124,23 @@ class PPOTrainer:
         p = self.ppo
         self.model.value_norm.update(buf.returns)
         sums: Dict[str, List[float]] = {}
+        ent_coef = self.entropy.value(self.update)
+        bc_w = bc_weight(self.bc_coef, self.bc_fade, self.update) if self.bc_demos else 0.0
+        epochs_done, stopped = 0, False
         for _ in range(p.epochs):
             for mb in buf.chunks(p.seq_len, p.minibatches, self.rng):
                 logits, v_norm, _ = self.model(mb["feats"], mb["state"], mb["starts"])
                 loss, parts = self.loss_fn(logits, v_norm, mb, self.model.value_norm, p.clip, p.value_coef,
-                                           p.entropy_coef, p.clip_value, p.norm_adv)
+                                           ent_coef, p.clip_value, p.norm_adv, kl_coef=self.kl.penalty)
+                if self.kl.should_stop(parts["approx_kl"]):
+                    stopped = True
+                    break
+                if bc_w > 0:
+                    from vidur_ppo.bc import demo_loss
+
+                    bc_loss = demo_loss(self.model, self.bc_demos, p.seq_len, max(1, mb["feats"].shape[1]), self.rng)
+                    loss = loss + bc_w * bc_loss
+                    parts["bc_loss"] = bc_loss.item()
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"non-finite loss ({loss.item()}) at update {self.update + 1}: training stopped; "
@@ -131,8 +153,19 @@ class PPOTrainer:
                 parts["grad_norm"] = float(grad_norm)
                 for k, v in parts.items():
                     sums.setdefault(k, []).append(v)
+            if stopped:
+                break
+            epochs_done += 1
         out = {k: float(np.mean(v)) for k, v in sums.items()}
         out["explained_variance"] = explained_variance(buf.values.flatten(), buf.returns.flatten())
+        kl = out.get("approx_kl", 0.0)
+        out.update({"entropy_coef": ent_coef, "kl_coef": self.kl.penalty, "epochs_done": epochs_done,
+                    "early_stopped": int(stopped), "bc_coef": bc_w, "lr": self.opt.param_groups[0]["lr"]})
+        self.entropy.observe(out.get("entropy", 0.0))
+        self.kl.update(kl)
+        new_lr = self.kl.adapt(self.opt.param_groups[0]["lr"], kl)
+        for g in self.opt.param_groups:
+            g["lr"] = new_lr
         return out
 
     # --- loop --------------------------------------------------------------------------------
@@ -141,7 +174,8 @@ class PPOTrainer:
         return checkpoint.save(self.run_dir, {
             "model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "update": self.update,
             "global_step": self.global_step, "rng": checkpoint.rng_state(self.rng),
-            "reward_scaler": self.reward_scaler.state_dict(), **self.checkpoint_extra(),
+            "reward_scaler": self.reward_scaler.state_dict(), "entropy_schedule": self.entropy.state_dict(),
+            "kl_controller": self.kl.state_dict(), **self.checkpoint_extra(),
         })
 
     def _apply_curriculum(self) -> bool:
