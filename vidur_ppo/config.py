@@ -371,6 +371,11 @@ class EvalConfig:
     num_requests: int = 1000
     baselines: List[str] = field(default_factory=lambda: ["round_robin", "lor", "jsq"])
     deterministic: bool = True
+    # suites (python -m vidur_ppo.evaluate): an empty list evaluates the run's own scenario
+    scenarios: List[Dict[str, Any]] = field(default_factory=list)
+    all_heuristics: bool = False  # every heuristic, not only `baselines`
+    sampled: bool = False  # also the sampled (stochastic) policy
+    workers: int = 2
 
     def __post_init__(self) -> None:
         from vidur_ppo.heuristics import HEURISTICS
@@ -378,6 +383,26 @@ class EvalConfig:
         _positive(self, "eval", "seeds", "num_requests")
         bad = [b for b in self.baselines if b not in HEURISTICS]
         _check(not bad, "eval.baselines", f"must be heuristics from {sorted(HEURISTICS)}", bad)
+        for i, sc in enumerate(self.scenarios):
+            unknown = set(sc) - {"name", "num_replicas", "qps_per_replica", "workload", "num_requests"}
+            _check("name" in sc and not unknown, f"eval.scenarios[{i}]",
+                   "needs a name and may set num_replicas, qps_per_replica, workload, num_requests", dict(sc))
+
+
+@dataclass
+class SafetyConfig:
+    """Safety monitor (vidur_ppo/safety.py): triggers are counted and logged; `terminate` ends a
+    training episode at the first trigger with `penalty` (evaluation never terminates)."""
+
+    latency_cutoff: float = 2.0
+    max_queue: int = 64
+    max_wait: float = 2.0
+    terminate: bool = False
+    penalty: float = 10.0
+
+    def __post_init__(self) -> None:
+        _positive(self, "safety", "latency_cutoff", "max_queue", "max_wait")
+        _check(self.penalty >= 0, "safety.penalty", "must be >= 0", self.penalty)
 
 
 @dataclass
@@ -392,6 +417,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     bc: BCConfig = field(default_factory=BCConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
     seed: int = 0
     smoke: bool = False
     resume: Optional[str] = None

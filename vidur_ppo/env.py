@@ -17,6 +17,7 @@ from gymnasium import spaces
 
 from vidur_ppo.features import FeatureSet, make_feature_set
 from vidur_ppo.rewards import Reward, Step, make_reward
+from vidur_ppo.safety import SafetyMonitor
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
 from vidur_ppo.sim.workload import SyntheticWorkload, TraceWorkload, make_workload
@@ -58,6 +59,7 @@ class VidurRoutingEnv(gym.Env):
         features: Union[FeatureSet, Mapping[str, Any], str, None] = None,
         record_token_times: bool = True,
         seed_limit: int = 100_000,
+        safety: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
@@ -65,6 +67,7 @@ class VidurRoutingEnv(gym.Env):
             workload = DEFAULT_WORKLOAD
         self.workload = make_workload(workload) if isinstance(workload, Mapping) else workload
         self.slo_e2e = float(slo_e2e)
+        self.safety = SafetyMonitor.from_mapping(safety, self.slo_e2e)
         self.reward = reward if isinstance(reward, Reward) else make_reward(reward)
         self.features = features if isinstance(features, FeatureSet) else make_feature_set(features)
         self.record_token_times = record_token_times
@@ -99,6 +102,7 @@ class VidurRoutingEnv(gym.Env):
         self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times)
         self.features.reset()
         self.reward.reset()
+        self.safety.reset()
         self._request = self.driver.next_decision()
         self._state = self.driver.replica_state()
         return self._observe(), self._info()
@@ -109,14 +113,34 @@ class VidurRoutingEnv(gym.Env):
         routed = self._request
         self._request = self.driver.assign(int(action))
         self._state = self.driver.replica_state()
-        reward, parts = self.reward(Step(self.driver.pop_completed(), self._state, self.driver.now, routed))
+        completed = self.driver.pop_completed()
+        reward, parts = self.reward(Step(completed, self._state, self.driver.now, routed))
+        triggers = self.safety.check(completed, self._state)
         terminated = self._request is None
+        truncated = False
+        if self.safety.terminate and any(triggers.values()) and not terminated:
+            reward -= self.safety.penalty  # abandon this episode: a training signal, never in evaluation
+            truncated = True
         info = self._info()
         for k, v in parts.items():
             info[f"reward/{k}"] = v
-        if terminated:
-            info["episode_metrics"] = self.driver.summary(slo_e2e=self.slo_e2e)
-        return self._observe(), reward, terminated, False, info
+        for k, v in triggers.items():
+            info[f"safety/{k}"] = v
+        if terminated or truncated:
+            summary = self.driver.summary(slo_e2e=self.slo_e2e) if terminated else self._partial_summary()
+            summary.update({f"safety_{k}_triggers": v for k, v in self.safety.counts.items()})
+            summary["safety_terminated"] = int(truncated)
+            info["episode_metrics"] = summary
+            if truncated:
+                self._request = None
+        return self._observe(), reward, terminated, truncated, info
+
+    def _partial_summary(self) -> Dict[str, float]:
+        """Metrics of the requests finished so far (an episode ended by the safety monitor)."""
+        from vidur_ppo.sim import metrics
+
+        d = self.driver
+        return metrics.summarize(d.per_request(), d.num_replicas, busy_time=d.busy_time, slo_e2e=self.slo_e2e)
 
     def configure(self, workload: Optional[Mapping[str, Any]] = None, reward: Optional[Mapping[str, Any]] = None) -> None:
         """Swap the workload and/or reward (a curriculum stage); takes effect at the next reset()."""

@@ -146,6 +146,16 @@ class RunLogger:
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"W&B table not logged: {exc}")
 
+    def log_images(self, images: Mapping[str, Path]) -> None:
+        if self.wandb is None or not images:
+            return
+        try:
+            import wandb
+
+            self.wandb.log({f"report/{k}": wandb.Image(str(v)) for k, v in images.items()})
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"W&B images not logged: {exc}")
+
     def close(self) -> None:
         if self.wandb is not None:
             self._safe(self.wandb.finish)

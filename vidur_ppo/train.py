@@ -29,7 +29,7 @@ def env_kwargs(cfg: DictConfig) -> Dict[str, Any]:
     """Plain-dict env arguments (picklable for worker processes)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     return {"cluster": c["env"], "workload": c["workload"], "reward": c["reward"], "features": c["features"],
-            "slo_e2e": c["slo_e2e"], "seed_limit": c["eval"]["seed_base"]}
+            "slo_e2e": c["slo_e2e"], "seed_limit": c["eval"]["seed_base"], "safety": c["safety"]}
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
@@ -133,7 +133,7 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             envs.close()
 
         # --- held-out, paired evaluation ------------------------------------------------------
-        eval_kw = dict(kw)
+        eval_kw = {**kw, "safety": {**kw["safety"], "terminate": False}}  # evaluation serves every request
         if eval_kw["workload"].get("kind") == "synthetic":
             eval_kw["workload"] = {**eval_kw["workload"], "num_requests": tc.eval.num_requests}
         eval_env = VidurRoutingEnv(**eval_kw)
@@ -142,16 +142,26 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         policies.update({b: b for b in tc.eval.baselines})
         seeds = eval_seeds(tc.eval.seed_base, tc.eval.seeds)
         bar = _progress_bar(tc.logger.progress, len(seeds) * len(policies), 0, "evaluate")
-        rows = to_float_rows(evaluate(eval_env, policies, seeds, progress=lambda: bar.update(1)))
+        details: Dict[str, Any] = {}
+        rows = to_float_rows(evaluate(eval_env, policies, seeds, progress=lambda: bar.update(1), details=details))
         bar.close()
         table = summary_table(rows)
         import pandas as pd
 
+        from vidur_ppo import report
+
         pd.DataFrame(rows).to_csv(run_dir / "eval.csv", index=False)
+        figs = [report.learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png"),
+                report.latency_cdfs(details.get("e2e", {}), run_dir / "latency_cdf.png",
+                                    f"E2E latency CDF, held-out seed {seeds[0]}")]
+        for name, w in details.get("attention", {}).items():
+            figs.append(report.attention_heatmap(w, run_dir / f"attention_{name}.png", f"{name}: mean attention, seed {seeds[0]}"))
         (run_dir / "report.md").write_text(
             f"# vidur-ppo run report\n\nRun dir: `{run_dir}`\n\n## Held-out evaluation "
             f"({len(seeds)} seeds from {tc.eval.seed_base}, {tc.eval.num_requests} requests, same traces for "
-            f"every scheduler; mean ± 95% CI)\n\n{table}\n")
+            f"every scheduler; mean ± 95% CI; \"vs\" = paired relative difference, negative = better)\n\n{table}\n\n"
+            f"## Figures\n\n{report.figure_links([f for f in figs if f], run_dir)}\n")
+        logger.log_images({f.stem: f for f in figs if f})
         logger.log_table("eval/summary", rows)
         print(table)
         ppo_p99 = float(np.mean([r["e2e_p99"] for r in rows if r["scheduler"] == "ppo"]))

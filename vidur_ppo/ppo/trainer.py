@@ -19,7 +19,8 @@ from vidur_ppo.ppo.reward_scale import RewardScaler
 from vidur_ppo.ppo.schedules import EntropySchedule, KLController, bc_weight
 
 EPISODE_KEYS = ("e2e_p50", "e2e_p90", "e2e_p99", "ttft_p90", "ttft_p99", "tbt_p99", "throughput_rps",
-                "throughput_tps", "imbalance_util_std", "slo_violation_rate", "restarts")
+                "throughput_tps", "imbalance_util_std", "slo_violation_rate", "restarts",
+                "safety_latency_triggers", "safety_queue_triggers", "safety_terminated")
 
 
 class TrainingDiverged(RuntimeError):

@@ -251,11 +251,13 @@ class ClusterSpec:
         config.trace = trace
         return config
 
-    def simulation_config(self, trace: Trace, global_scheduler: str = "external"):
+    def simulation_config(self, trace: Trace, global_scheduler: "str | BaseGlobalSchedulerConfig" = "external"):
         """vidur's `SimulationConfig` for this cluster serving `trace`; writes nothing."""
         self.validate()
         self.check_trace(trace)
-        if global_scheduler == "external":
+        if isinstance(global_scheduler, BaseGlobalSchedulerConfig):
+            gs = global_scheduler
+        elif global_scheduler == "external":
             gs = ExternalGlobalSchedulerConfig()
         elif global_scheduler == "round_robin":
             gs = RoundRobinGlobalSchedulerConfig()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from vidur.entities import Request
@@ -68,7 +68,6 @@ class SimDriver:
         self.num_replicas = cluster.num_replicas
         self._replica_ids = [ReplicaId(i) for i in range(self.num_replicas)]
         self._replica_schedulers = [self.scheduler.get_replica_scheduler(r) for r in self._replica_ids]
-        self._num_blocks = [rs._cache_config.num_blocks for rs in self._replica_schedulers]
         # requests by id (ids are 0..n-1 after the counter reset, in trace order)
         self.requests: List[Request] = sorted(
             (ev._request for _, ev in self.sim._event_queue), key=lambda r: r.id
@@ -81,7 +80,6 @@ class SimDriver:
         self._last_token_at: Dict[int, float] = {}
         self._pending: List[Request] = []
         self._held_event: Optional[GlobalScheduleEvent] = None
-        self._tentative: List[int] = [0] * self.num_replicas
         self.num_decisions = 0
         self.num_events = 0
         self.done = False
@@ -130,14 +128,12 @@ class SimDriver:
         request = self._pending.pop(0)
         self.scheduler.decisions.append((self._replica_ids[replica], request))
         self.assignment[request.id] = replica
-        self._tentative[replica] += 1
         self.num_decisions += 1
         if self._pending:
             return self._pending[0]
         # all requests of this global-schedule point decided: vidur hands them over
         event, self._held_event = self._held_event, None
         self.sim._add_events(event.handle_event(self.scheduler, self.sim._metric_store))
-        self._tentative = [0] * self.num_replicas
         return self.next_decision()
 
     def per_request(self) -> Dict[str, np.ndarray]:
@@ -187,44 +183,52 @@ class SimDriver:
 
     def replica_state(self) -> np.ndarray:
         """[replicas x REPLICA_STATE_COLUMNS] at the current decision (raw units)."""
-        out = np.zeros((self.num_replicas, len(REPLICA_STATE_COLUMNS)), dtype=np.float64)
-        now = self.sim._time
-        reqs = self.requests
-        for i, rs in enumerate(self._replica_schedulers):
-            waiting = rs._request_queue
-            pre = dec = 0
-            oldest = 0.0
-            for r in waiting:
-                left_pre = r._num_prefill_tokens - r._num_processed_tokens
-                if left_pre < 0:
-                    left_pre = 0
-                pre += left_pre
-                dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
-            if waiting:
-                oldest = now - min(r._arrived_at for r in waiting)
-            for rid in rs._allocation_map:
-                r = reqs[rid]
-                left_pre = r._num_prefill_tokens - r._num_processed_tokens
-                if left_pre < 0:
-                    left_pre = 0
-                pre += left_pre
-                dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
-            row = out[i]
-            row[0] = len(waiting) + self._tentative[i]
-            row[1] = len(rs._allocation_map)
-            row[2] = pre
-            row[3] = dec
-            row[4] = rs._num_allocated_blocks / self._num_blocks[i]
-            row[5] = oldest
-        # requests decided at this same global-schedule point are not queued yet: count them
-        if any(self._tentative):
-            for (rid, r) in self.scheduler.decisions:
-                out[rid.id, 2] += r.num_prefill_tokens
-                out[rid.id, 3] += r.num_decode_tokens
-        return out
+        return replica_state(self._replica_schedulers, self.requests, self.sim._time, self.scheduler.decisions)
 
 
-def run_vidur(cluster: ClusterSpec, trace: Trace, global_scheduler: str = "round_robin") -> List[Request]:
+def replica_state(replica_schedulers: Sequence, requests, now: float,
+                  decisions: Sequence[Tuple[ReplicaId, Request]] = ()) -> np.ndarray:
+    """What a global scheduler can see of each replica, from vidur's replica schedulers.
+
+    `requests[id]` looks a request up by id (for those holding KV cache); `decisions` are the
+    requests already routed at this same global-schedule point, not yet queued at their replica
+    (vidur's own LOR counts them the same way).
+    """
+    out = np.zeros((len(replica_schedulers), len(REPLICA_STATE_COLUMNS)), dtype=np.float64)
+    for i, rs in enumerate(replica_schedulers):
+        waiting = rs._request_queue
+        pre = dec = 0
+        oldest = 0.0
+        for r in waiting:
+            left_pre = r._num_prefill_tokens - r._num_processed_tokens
+            if left_pre < 0:
+                left_pre = 0
+            pre += left_pre
+            dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
+        if waiting:
+            oldest = now - min(r._arrived_at for r in waiting)
+        for rid in rs._allocation_map:
+            r = requests[rid]
+            left_pre = r._num_prefill_tokens - r._num_processed_tokens
+            if left_pre < 0:
+                left_pre = 0
+            pre += left_pre
+            dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
+        row = out[i]
+        row[0] = len(waiting)
+        row[1] = len(rs._allocation_map)
+        row[2] = pre
+        row[3] = dec
+        row[4] = rs._num_allocated_blocks / rs._cache_config.num_blocks
+        row[5] = oldest
+    for rid, r in decisions:
+        out[rid.id, 0] += 1
+        out[rid.id, 2] += r.num_prefill_tokens
+        out[rid.id, 3] += r.num_decode_tokens
+    return out
+
+
+def run_vidur(cluster: ClusterSpec, trace: Trace, global_scheduler="round_robin") -> List[Request]:
     """Run vidur's own `Simulator.run()` with one of its global schedulers (writes nothing).
 
     The reference the driver is checked against, and the raw speed it is benchmarked against.

@@ -1,0 +1,111 @@
+"""Figures for run and evaluation reports (PNG, matplotlib without a display): latency CDFs per
+scheduler, P99 vs load, learning curves from metrics.csv, attention heat maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_cdfs(e2e: Mapping[str, np.ndarray], path: Path, title: str = "") -> Path:
+    """Empirical CDF of per-request E2E latency, one line per scheduler (log x, tail visible)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, x in e2e.items():
+        x = np.sort(np.asarray(x))
+        if x.size:
+            ax.plot(x, np.arange(1, x.size + 1) / x.size, label=name, lw=2 if name.startswith("ppo") else 1.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("E2E latency (s)")
+    ax.set_ylabel("fraction of requests")
+    ax.axhline(0.99, color="grey", ls=":", lw=1)
+    ax.set_title(title or "E2E latency CDF (same trace for every scheduler)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def p99_vs_load(rows: Sequence[Mapping], path: Path, group: str = "replicas", key: str = "e2e_p99") -> Optional[Path]:
+    """Mean `key` vs offered QPS for each scheduler, one panel per `group` value; None if the
+    suite has a single load level."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if df.empty or df["qps"].nunique() < 2:
+        return None
+    plt = _plt()
+    groups = sorted(df[group].unique())
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
+    for ax, g in zip(axes[0], groups):
+        sub = df[df[group] == g]
+        for name, s in sub.groupby("scheduler"):
+            m = s.groupby("qps")[key].mean()
+            ax.plot(m.index, m.values, marker="o", label=name, lw=2 if name.startswith("ppo") else 1.2)
+        ax.set_title(f"{group}={g}")
+        ax.set_xlabel("QPS")
+        ax.set_ylabel(key)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def learning_curves(metrics_csv: Path, path: Path) -> Optional[Path]:
+    """Episode return, episode E2E P99, entropy and approximate KL per update."""
+    import pandas as pd
+
+    if not Path(metrics_csv).exists():
+        return None
+    df = pd.read_csv(metrics_csv)
+    if df.empty:
+        return None
+    plt = _plt()
+    panels = [("episode_return", "episode return"), ("episode/e2e_p99", "episode E2E P99 (s)"),
+              ("entropy", "policy entropy"), ("approx_kl", "approx. KL")]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    for ax, (col, label) in zip(axes, panels):
+        if col in df:
+            s = df[["update", col]].dropna()
+            ax.plot(s["update"], s[col], marker=".", lw=1)
+        ax.set_title(label)
+        ax.set_xlabel("update")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def attention_heatmap(weights: np.ndarray, path: Path, title: str = "") -> Path:
+    """Replica-to-replica attention averaged over an evaluation episode."""
+    plt = _plt()
+    r = weights.shape[0]
+    fig, ax = plt.subplots(figsize=(3.2 + 0.3 * r, 2.8 + 0.3 * r))
+    im = ax.imshow(weights, cmap="viridis", vmin=0)
+    ax.set_xlabel("attends to replica")
+    ax.set_ylabel("replica")
+    ax.set_xticks(range(r))
+    ax.set_yticks(range(r))
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(title or "mean attention")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def figure_links(paths: List[Path], base: Path) -> str:
+    return "\n\n".join(f"![{p.stem}]({p.relative_to(base)})" for p in paths if p is not None)
