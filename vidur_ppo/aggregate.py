@@ -36,6 +36,8 @@ def run_summary(run: Path, baselines: Sequence[str]) -> Dict[str, float]:
     out = {f"ppo_{k}": float(pol[k].mean()) for k, _ in METRICS}
     for b in baselines:
         base = ev[ev.scheduler == b].set_index("seed").sort_index()
+        if base.empty:  # this run did not evaluate that baseline
+            continue
         for k, _ in METRICS:
             out[f"{b}_{k}"] = float(base[k].mean())
             out[f"vs_{b}_{k}"] = float(((pol[k] - base[k]) / base[k]).mean())
@@ -74,12 +76,18 @@ def to_markdown(df: pd.DataFrame, failed: List[Tuple[Path, str]], baselines: Seq
             cells.append(f"{m:.3g} ± {h:.2g}")
         for b in baselines:
             for k, _ in METRICS[:2]:
-                m, h = mean_ci(g[f"vs_{b}_{k}"])
+                col = g.get(f"vs_{b}_{k}")
+                if col is None or col.isna().all():
+                    cells.append("n/a")
+                    continue
+                m, h = mean_ci(col.dropna())
                 cells.append(f"{100 * m:+.1f}% ± {100 * h:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     if len(df):
         ref = []
         for b in baselines:
+            if f"{b}_e2e_p99" not in df:
+                continue
             vals = ", ".join(f"{label} {df[f'{b}_{k}'].mean():.3g}" for k, label in METRICS[:2])
             ref.append(f"{b}: {vals}")
         lines += ["", "Baselines on the same held-out traces: " + "; ".join(ref) + "."]

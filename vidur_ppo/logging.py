@@ -73,7 +73,8 @@ class RunLogger:
     occasional things (BC done, checkpoint, curriculum switch), `close()` at the end."""
 
     def __init__(self, run_dir: Path, config: Mapping[str, Any], logger_cfg: Any,
-                 resume_update: Optional[int] = None, wandb_id: Optional[str] = None) -> None:
+                 resume_update: Optional[int] = None, wandb_id: Optional[str] = None,
+                 group: Optional[str] = None, job_type: Optional[str] = None, tags: Optional[List[str]] = None) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume_update is not None:
@@ -85,7 +86,7 @@ class RunLogger:
         self.wandb_id = wandb_id
         self.tb = None
         if logger_cfg.wandb:
-            self._init_wandb(config, logger_cfg)
+            self._init_wandb(config, logger_cfg, group, job_type, tags)
         if logger_cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -94,13 +95,15 @@ class RunLogger:
             except Exception as exc:  # noqa: BLE001 - optional sink
                 warnings.warn(f"TensorBoard logging off: {exc}")
 
-    def _init_wandb(self, config: Mapping[str, Any], logger_cfg: Any) -> None:
+    def _init_wandb(self, config: Mapping[str, Any], logger_cfg: Any, group: Optional[str] = None,
+                    job_type: Optional[str] = None, tags: Optional[List[str]] = None) -> None:
         try:
             import wandb
 
             mode = os.environ.get("WANDB_MODE", logger_cfg.wandb_mode)
             self.wandb = wandb.init(
-                project=logger_cfg.wandb_project, group=logger_cfg.wandb_group, dir=str(self.run_dir),
+                project=logger_cfg.wandb_project, group=logger_cfg.wandb_group or group, job_type=job_type,
+                tags=[t[:64] for t in (tags or [])][:20] or None, dir=str(self.run_dir),
                 config=dict(config), mode=mode, id=self.wandb_id, resume="allow",
                 settings=wandb.Settings(silent=True, console="off"),
             )

@@ -32,6 +32,20 @@ def env_kwargs(cfg: DictConfig) -> Dict[str, Any]:
             "slo_e2e": c["slo_e2e"], "seed_limit": c["eval"]["seed_base"], "safety": c["safety"]}
 
 
+def _sweep_identity() -> Dict[str, Any]:
+    """W&B grouping: the runs of one sweep share a group (the sweep dir), tagged by their overrides."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    overrides = [o for o in hc.overrides.task if not o.startswith("hydra.")]
+    if hc.mode == RunMode.MULTIRUN:
+        return {"group": f"{Path(hc.sweep.dir).parent.name}/{Path(hc.sweep.dir).name}", "job_type": "sweep", "tags": overrides}
+    return {"job_type": "train", "tags": overrides}
+
+
 def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
     from tqdm.auto import tqdm
 
@@ -74,7 +88,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
         bc_done, wandb_id = ckpt.get("bc_done", False), ckpt.get("wandb_id")
         print(f"resuming {run_dir} from update {start_update}", file=sys.stderr)
     logger = RunLogger(run_dir, OmegaConf.to_container(cfg, resolve=True), tc.logger,
-                       resume_update=start_update if ckpt is not None else None, wandb_id=wandb_id)
+                       resume_update=start_update if ckpt is not None else None, wandb_id=wandb_id,
+                       **_sweep_identity())
     extra = lambda: {"bc_done": True if not tc.bc.enabled else bc_done, "wandb_id": logger.wandb_id,  # noqa: E731
                      "config": OmegaConf.to_container(cfg, resolve=True), "num_replicas": num_replicas,
                      "feature_names": feature_names}
@@ -191,6 +206,10 @@ def main(cfg: DictConfig) -> float:
                 smoke_overrides(cfg, explicit)
         return run(cfg, run_dir)
     except ConfigError as exc:
+        from hydra.types import RunMode
+
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a failed job of a sweep: the sweeper records it and goes on
         print(f"config error: {exc}", file=sys.stderr)
         sys.exit(2)
 
