@@ -63,7 +63,7 @@ def test_multirun_aggregates_into_one_table(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray_launcher") is None,
                     reason="hydra-ray-launcher not installed (pip install -e .[ray])")
 def test_ray_launcher_runs_a_two_job_multirun(tmp_path):
-    out = _train(["hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2", "seed=0,1",
+    out = _train(["hydra/launcher=ray", "+hydra.launcher.ray.init.num_cpus=2", "seed=0,1",
                   f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(list((tmp_path / "sweep").glob("*/eval.csv"))) == 2
