@@ -12,7 +12,6 @@ experiments/results/ablate_model_ppo.md. Finished runs are reused.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import train_all  # noqa: E402
 from vidur_ppo.aggregate import aggregate, to_markdown  # noqa: E402
 from vidur_ppo.evaluate import eval_seeds, evaluate, load_policy, scenario_env  # noqa: E402
 from vidur_ppo.stats import mean_ci, paired_diff_ci  # noqa: E402
@@ -72,17 +72,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "ablate_model_ppo.md")
     args = ap.parse_args()
     t0 = time.time()
-    for i, (name, overrides) in enumerate(CONFIGS.items()):
-        for seed in args.seeds:
-            run_dir = args.root / f"cfg{i}" / f"seed{seed}"
-            if (run_dir / "eval.csv").exists():
-                continue
-            print(f"[{time.time() - t0:6.0f}s] {name} seed {seed}", flush=True)
-            out = subprocess.run([sys.executable, "-m", "vidur_ppo.train", *overrides, f"seed={seed}",
-                                  f"ppo.num_updates={args.updates}", "logger.progress=false", f"hydra.run.dir={run_dir}"],
-                                 capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr[-2000:], flush=True)
+    train_all(CONFIGS, args.seeds, args.root, args.updates, t0=t0)
     frames, failed = [], []
     for i, name in enumerate(CONFIGS):
         df, f = aggregate([args.root / f"cfg{i}"])

@@ -11,7 +11,6 @@ Finished runs are kept and not retrained, so an interrupted ablation continues w
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import train_all  # noqa: E402
 from vidur_ppo.aggregate import aggregate, to_markdown  # noqa: E402
 
 CONFIGS = {
@@ -38,17 +38,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "ablate_reward_features.md")
     args = ap.parse_args()
     t0 = time.time()
-    for i, (name, overrides) in enumerate(CONFIGS.items()):
-        for seed in args.seeds:
-            run_dir = args.root / f"cfg{i}" / f"seed{seed}"
-            if (run_dir / "eval.csv").exists():
-                continue
-            cmd = [sys.executable, "-m", "vidur_ppo.train", *overrides, f"seed={seed}", f"ppo.num_updates={args.updates}",
-                   "logger.progress=false", f"hydra.run.dir={run_dir}", *args.extra]
-            print(f"[{time.time() - t0:6.0f}s] {name} seed {seed}", flush=True)
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr[-2000:], flush=True)
+    train_all(CONFIGS, args.seeds, args.root, args.updates, extra=args.extra, t0=t0)
     groups = []
     for i, name in enumerate(CONFIGS):
         df, failed = aggregate([args.root / f"cfg{i}"])

@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Mapping
 
 import numpy as np
 
+from vidur_ppo.registry import lookup, split_spec
+
 
 class Curriculum:
     """No curriculum: the target workload and reward from the start."""
@@ -96,8 +98,5 @@ CURRICULA = {"none": Curriculum, "load_ramp": LoadRamp, "reward_ramp": RewardRam
 
 
 def make_curriculum(spec: Mapping[str, Any], workload: Mapping[str, Any], reward: Mapping[str, Any]) -> Curriculum:
-    spec = dict(spec)
-    name = spec.pop("name", "none")
-    if name not in CURRICULA:
-        raise ValueError(f"unknown curriculum {name!r}; choose one of {sorted(CURRICULA)}")
-    return CURRICULA[name](workload, reward, **spec)
+    name, params = split_spec(spec, "none")
+    return lookup(CURRICULA, name, "curriculum")(workload, reward, **params)

@@ -8,10 +8,11 @@ across decisions (trends), so they are objects with `reset()` at episode start.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import numpy as np
 
+from vidur_ppo.registry import lookup, split_spec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS
 
 COL = {name: i for i, name in enumerate(REPLICA_STATE_COLUMNS)}
@@ -128,18 +129,11 @@ FEATURE_SETS: Dict[str, Callable[..., FeatureSet]] = {
 
 def make_feature_set(spec: Mapping[str, Any] | str | None) -> FeatureSet:
     """Build a feature set from `{"name": ..., **params}` (the `features` config group)."""
-    if spec is None:
-        spec = {"name": "legacy"}
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    params = {k: v for k, v in dict(spec).items() if k not in ("name", "names")}
-    name = spec.get("name")
-    if name not in FEATURE_SETS:
-        raise ValueError(f"unknown feature set {name!r}; choose one of {sorted(FEATURE_SETS)}")
-    fs = FEATURE_SETS[name](**params)
-    declared: List[str] | None = list(spec["names"]) if spec.get("names") is not None else None
-    if declared is not None and declared != list(fs.names):
+    name, params = split_spec(spec, "legacy")
+    declared = params.pop("names", None)
+    fs = lookup(FEATURE_SETS, name, "feature set")(**params)
+    if declared is not None and list(declared) != list(fs.names):
         raise ValueError(
-            f"features.names {declared} do not match what feature set {name!r} builds: {list(fs.names)}"
+            f"features.names {list(declared)} do not match what feature set {name!r} builds: {list(fs.names)}"
         )
     return fs

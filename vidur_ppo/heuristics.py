@@ -12,6 +12,7 @@ from typing import Callable, Dict, Mapping, Optional
 
 import numpy as np
 
+from vidur_ppo.registry import lookup
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS
 
 _COL = {name: i for i, name in enumerate(REPLICA_STATE_COLUMNS)}
@@ -121,7 +122,4 @@ HEURISTICS: Dict[str, Callable[[], Heuristic]] = {
 
 
 def make_heuristic(name: str) -> Heuristic:
-    try:
-        return HEURISTICS[name]()
-    except KeyError:
-        raise ValueError(f"unknown heuristic {name!r}; choose one of {sorted(HEURISTICS)}") from None
+    return lookup(HEURISTICS, name, "heuristic")()

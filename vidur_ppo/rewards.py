@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from vidur_ppo.registry import lookup, split_spec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS
 
 COL = {name: i for i, name in enumerate(REPLICA_STATE_COLUMNS)}
@@ -199,14 +200,8 @@ REWARDS: Dict[str, Callable[..., Reward]] = {
 
 def make_reward(spec: Mapping[str, Any] | str | None) -> Reward:
     """Build a reward from `{"name": ..., **params}` (the `reward` config group)."""
-    if spec is None:
-        spec = {"name": "legacy_hybrid"}
-    if isinstance(spec, str):
-        spec = {"name": spec}
-    spec = dict(spec)
-    name = spec.pop("name", None)
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; choose one of {sorted(REWARDS)}")
-    if spec.get("latency_metric", "e2e") not in LATENCY_METRICS:
-        raise ValueError(f"reward.latency_metric must be one of {LATENCY_METRICS}, got {spec['latency_metric']!r}")
-    return REWARDS[name](**spec)
+    name, params = split_spec(spec, "legacy_hybrid")
+    cls = lookup(REWARDS, name, "reward")
+    if params.get("latency_metric", "e2e") not in LATENCY_METRICS:
+        raise ValueError(f"reward.latency_metric must be one of {LATENCY_METRICS}, got {params['latency_metric']!r}")
+    return cls(**params)
