@@ -18,7 +18,7 @@ CASES = [
     ["features=full"], ["reward=soft_logistic", "ppo.normalize_reward=true"],
     ["curriculum=load_ramp", "curriculum.ramp_updates=2"], ["curriculum=reward_ramp", "curriculum.ramp_updates=2"],
     ["curriculum=staged", "curriculum.stages=[{start: 0, workload: {qps: 8.0}}, {start: 1, workload: {qps: 16.0}}]"],
-    ["model=attn_gru", "features=full"], ["model=attn_gru", "model.share_encoder=false", "model.gated=true"],
+    ["reward=soft_logistic", "model=attn_gru"], ["model=attn_gru", "features=full"], ["model=attn_gru", "model.share_encoder=false", "model.gated=true"],
     ["ppo=adaptive", "bc.enabled=true"], ["ppo=adaptive", "ppo.entropy_schedule=target_entropy", "ppo.target_entropy=0.5",
                                           "ppo.kl_adapt_lr=true"],
 ]
