@@ -49,9 +49,15 @@ def bench(overrides, num_envs: int, mode: str, updates: int) -> dict:
     tc = validate(cfg)
     torch.set_num_threads(tc.torch_threads)
     kw = env_kwargs(cfg)
-    envs = make_vector_env(num_envs, mode=mode, num_workers=tc.ppo.num_workers,
-                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kw)
-    feats = envs.single_observation_space["features"].shape
+    from vidur_ppo.env import VidurRoutingEnv
+    from vidur_ppo.ppo.sampler import PolicyWorkerSampler
+
+    feats = VidurRoutingEnv(**kw).observation_space["features"].shape
+    if mode == "policy_workers":
+        envs = PolicyWorkerSampler(kw, num_envs, tc.ppo.num_workers, OmegaConf.to_container(cfg.model), feats[0], feats[1])
+    else:
+        envs = make_vector_env(num_envs, mode=mode, num_workers=tc.ppo.num_workers,
+                               autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kw)
     model = make_model(OmegaConf.to_container(cfg.model), feats[0], feats[1])
     opt = torch.optim.Adam(model.parameters(), lr=tc.ppo.lr)
     rows = Rows()
@@ -83,8 +89,8 @@ def main() -> None:
     overrides = [f"model={args.model}", f"features={args.features}"]
     rows = []
     for n in (1, 2, 4):
-        for mode in ("sync", "grouped"):
-            if n == 1 and mode == "grouped":
+        for mode in ("sync", "grouped", "policy_workers"):
+            if n == 1 and mode != "sync":
                 continue
             rows.append(bench(overrides, n, mode, args.updates))
             r = rows[-1]
@@ -94,7 +100,9 @@ def main() -> None:
     md = ["# bench_train: PPO training throughput", "",
           f"Machine: {platform.machine()}, Python {platform.python_version()}, 2 cores. Default scenario, "
           f"model={args.model}, features={args.features}, rollout 128 steps per env, {args.updates} updates per row, "
-          "BC off. `grouped` = 2 worker processes (vidur_ppo.vector). Command: "
+          "BC off. `grouped` = 2 worker processes stepping envs in lock-step (vidur_ppo.vector); `policy_workers` = 2 "
+          "processes that run the policy next to their envs (vidur_ppo.ppo.sampler; its rollout time includes the "
+          "policy forward). Command: "
           f"`python experiments/bench_train.py --updates {args.updates} --model {args.model} --features {args.features}`.", "",
           "| envs | vector env | env steps/s (whole loop) | updates/s | rollout steps/s | time in simulation | policy forward (rollout) | PPO update |",
           "|---:|---|---:|---:|---:|---:|---:|---:|"]

@@ -18,7 +18,7 @@ CASES = [
     ["features=full"], ["reward=soft_logistic", "ppo.normalize_reward=true"],
     ["curriculum=load_ramp", "curriculum.ramp_updates=2"], ["curriculum=reward_ramp", "curriculum.ramp_updates=2"],
     ["curriculum=staged", "curriculum.stages=[{start: 0, workload: {qps: 8.0}}, {start: 1, workload: {qps: 16.0}}]"],
-    ["reward=soft_logistic", "model=attn_gru"], ["model=attn_gru", "features=full"], ["model=attn_gru", "model.share_encoder=false", "model.gated=true"],
+    ["reward=soft_logistic", "model=attn_gru"], ["model=attn_gru", "features=full", "ppo.vector_mode=policy_workers"], ["model=attn_gru", "model.share_encoder=false", "model.gated=true"],
     ["ppo=adaptive", "bc.enabled=true"], ["ppo=adaptive", "ppo.entropy_schedule=target_entropy", "ppo.target_entropy=0.5",
                                           "ppo.kl_adapt_lr=true"],
 ]
@@ -28,8 +28,9 @@ CASES = [
 def test_option_trains_a_few_updates(overrides, tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         base = [] if "bc.enabled=true" in overrides else ["bc.enabled=false"]
-        cfg = compose(config_name="config", overrides=overrides + base + ["smoke=true",
-                                                                   "ppo.vector_mode=sync", "ppo.num_updates=3",
+        if not any(o.startswith("ppo.vector_mode") for o in overrides):
+            base.append("ppo.vector_mode=sync")
+        cfg = compose(config_name="config", overrides=overrides + base + ["smoke=true", "ppo.num_updates=3",
                                                                    "eval.baselines=[round_robin]", "logger.progress=false"])
     smoke_overrides(cfg, explicit={"ppo.num_updates"})
     objective = run(cfg, tmp_path)

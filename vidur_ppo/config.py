@@ -224,7 +224,7 @@ class AttnGRUModelConfig:
 class PPOConfig:
     name: str = "legacy"
     num_envs: int = 4
-    vector_mode: str = "grouped"  # sync | async | grouped
+    vector_mode: str = "grouped"  # sync | async | grouped | policy_workers
     num_workers: int = 2
     rollout_steps: int = 128
     num_updates: int = 30
@@ -261,7 +261,8 @@ class PPOConfig:
         _unit(self, "ppo", "gamma", "gae_lambda")
         _check(self.entropy_coef >= 0, "ppo.entropy_coef", "must be >= 0", self.entropy_coef)
         _check(self.value_coef >= 0, "ppo.value_coef", "must be >= 0", self.value_coef)
-        _check(self.vector_mode in ("sync", "async", "grouped"), "ppo.vector_mode", "must be sync, async or grouped", self.vector_mode)
+        _check(self.vector_mode in ("sync", "async", "grouped", "policy_workers"), "ppo.vector_mode",
+               "must be sync, async, grouped or policy_workers", self.vector_mode)
         _check(self.rollout_steps % self.seq_len == 0, "ppo.seq_len", f"must divide ppo.rollout_steps={self.rollout_steps}", self.seq_len)
         _check(self.entropy_schedule in ("constant", "linear", "exponential", "target_entropy"), "ppo.entropy_schedule",
                "must be constant, linear, exponential or target_entropy", self.entropy_schedule)

@@ -115,8 +115,14 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
                                       "update": trainer_ckpt_update, "global_step": 0,
                                       "rng": checkpoint.rng_state(rng), **extra()})
 
-        envs = make_vector_env(tc.ppo.num_envs, mode=tc.ppo.vector_mode, num_workers=tc.ppo.num_workers,
-                               autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kw)
+        if tc.ppo.vector_mode == "policy_workers":  # the policy runs next to the envs, no lock-step
+            from vidur_ppo.ppo.sampler import PolicyWorkerSampler
+
+            envs = PolicyWorkerSampler(kw, tc.ppo.num_envs, tc.ppo.num_workers, OmegaConf.to_container(cfg.model),
+                                       num_replicas, len(feature_names), seed=tc.seed)
+        else:
+            envs = make_vector_env(tc.ppo.num_envs, mode=tc.ppo.vector_mode, num_workers=tc.ppo.num_workers,
+                                   autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kw)
         curriculum = make_curriculum(OmegaConf.to_container(cfg.curriculum, resolve=True), kw["workload"], kw["reward"])
         trainer = PPOTrainer(tc, envs, model, optimizer, logger, run_dir, rng, seed_limit=tc.eval.seed_base,
                              start_update=start_update, global_step=global_step, checkpoint_extra=extra,

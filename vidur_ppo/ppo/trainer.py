@@ -110,6 +110,25 @@ class PPOTrainer:
         self.global_step += T * self.num_envs
         return obs, state, starts, last_value
 
+    def collect_in_workers(self, stats: Dict[str, Any]) -> RolloutBuffer:
+        """A rollout from a `PolicyWorkerSampler` (the policy runs next to the envs)."""
+        T = self.ppo.rollout_steps
+        t0 = time.perf_counter()
+        res = self.envs.collect(self.model, T)
+        stats["time_env"] += time.perf_counter() - t0
+        a = res["arrays"]
+        buf = RolloutBuffer(T, self.num_envs, a["feats"].shape[2:], tuple(s[0] for s in a["states"]))
+        buf.feats, buf.starts, buf.actions, buf.logp, buf.values = a["feats"], a["starts"], a["actions"], a["logp"], a["values"]
+        buf.states, buf.dones = a["states"], a["dones"]
+        buf.rewards = torch.stack([torch.as_tensor(self.reward_scaler(a["rewards"][t].double().numpy(),
+                                                                      a["dones"][t].numpy() > 0), dtype=torch.float32)
+                                   for t in range(T)])
+        stats["reward_parts"] = res["reward_parts"]
+        stats["returns"], stats["episodes"] = res["returns"], res["episodes"]
+        buf.finish(a["last_value"], self.ppo.gamma, self.ppo.gae_lambda)
+        self.global_step += T * self.num_envs
+        return buf
+
     # --- update ------------------------------------------------------------------------------
 
     def learn(self, buf: RolloutBuffer) -> Dict[str, float]:
@@ -196,12 +215,12 @@ class PPOTrainer:
 
     def run(self, progress=None) -> None:
         p = self.ppo
+        in_workers = hasattr(self.envs, "collect")  # PolicyWorkerSampler: workers keep obs and state
         self._apply_curriculum()
         obs = self._reset_envs()
         state = self.model.initial_state(self.num_envs)
         starts = torch.ones(self.num_envs)
         self._ep_return = np.zeros(self.num_envs)
-        feat_shape = obs["features"].shape[1:]
         while self.update < p.num_updates:
             if self._apply_curriculum():  # a new stage: every env starts a fresh episode under it
                 obs = self._reset_envs()
@@ -209,11 +228,14 @@ class PPOTrainer:
                 starts = torch.ones(self.num_envs)
                 self._ep_return = np.zeros(self.num_envs)
             t_start = time.perf_counter()
-            buf = RolloutBuffer(p.rollout_steps, self.num_envs, feat_shape, state)
             stats: Dict[str, Any] = {"time_env": 0.0, "time_policy": 0.0, "returns": [], "episodes": [],
                                      "reward_parts": {}}
-            obs, state, starts, last_value = self.collect(obs, state, starts, buf, stats)
-            buf.finish(last_value, p.gamma, p.gae_lambda)
+            if in_workers:
+                buf = self.collect_in_workers(stats)
+            else:
+                buf = RolloutBuffer(p.rollout_steps, self.num_envs, obs["features"].shape[1:], state)
+                obs, state, starts, last_value = self.collect(obs, state, starts, buf, stats)
+                buf.finish(last_value, p.gamma, p.gae_lambda)
             t_update = time.perf_counter()
             learn = self.learn(buf)
             t_end = time.perf_counter()
