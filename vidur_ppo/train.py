@@ -132,7 +132,8 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
             for key, obj in (("entropy_schedule", trainer.entropy), ("kl_controller", trainer.kl)):
                 if key in ckpt:
                     obj.load_state_dict(ckpt[key])
-        if tc.ppo.bc_coef > 0 and tc.ppo.bc_fade_updates > start_update:  # fading BC needs demonstrations
+        # fading BC (a demonstration loss in PPO) belongs to the BC option: bc.enabled=false turns both off
+        if tc.bc.enabled and tc.ppo.bc_coef > 0 and tc.ppo.bc_fade_updates > start_update:
             if train_demos is None:
                 seeds = [int(s) for s in rng.integers(tc.eval.seed_base, size=tc.bc.episodes)]
                 train_demos = collect_demos(probe, tc.bc.teacher, seeds)
