@@ -196,7 +196,7 @@ def _suite_job(args) -> Dict[str, Any]:
     env = scenario_env(cfg, num_replicas=r, qps=qps, num_requests=scenario.get("num_requests") or num_requests,
                        workload=wl)
     env.safety.terminate = False
-    tag = {"scenario": scenario["name"], "replicas": r, "qps": float(env.workload.qps) if hasattr(env.workload, "qps")
+    tag = {"scenario": scenario["name"], "shape": "custom" if scenario.get("workload") else "trained", "replicas": r, "qps": float(env.workload.qps) if hasattr(env.workload, "qps")
            and env.workload.qps else float("nan")}
     details: Dict[str, Any] = {}
     out: Dict[str, Any] = {"rows": [], "errors": [], "details": None}
@@ -262,7 +262,7 @@ def run_suite(run_dir, eval_cfg, out_dir, progress=None) -> str:
             for name, w in det["attention"].items():
                 p = report.attention_heatmap(w, out_dir / f"attention_{sc['name']}_{name}.png", f"{name}, {sc['name']}")
                 md += [report.figure_links([p], out_dir), ""]
-    p = report.p99_vs_load(rows, out_dir / "p99_vs_load.png")
+    p = report.p99_vs_load([r for r in rows if r.get("shape", "trained") == "trained"], out_dir / "p99_vs_load.png")
     if p:
         md += ["## E2E P99 vs load", "", report.figure_links([p], out_dir), ""]
         figs.append(p)
