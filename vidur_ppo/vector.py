@@ -23,6 +23,14 @@ from gymnasium.vector import SyncVectorEnv
 from gymnasium.vector.utils import batch_space
 
 
+def send_error(remote) -> None:
+    """In a worker process: forward the current exception, with its traceback, to the parent."""
+    try:
+        remote.send(("error", traceback.format_exc()))
+    except (BrokenPipeError, EOFError):
+        pass
+
+
 def _worker(remote, parent_remote, env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode) -> None:
     parent_remote.close()
     envs = None
@@ -47,10 +55,7 @@ def _worker(remote, parent_remote, env_fns: Sequence[Callable[[], gym.Env]], aut
     except (KeyboardInterrupt, EOFError):
         pass
     except Exception:  # noqa: BLE001 - forwarded to the parent with its traceback
-        try:
-            remote.send(("error", traceback.format_exc()))
-        except (BrokenPipeError, EOFError):
-            pass
+        send_error(remote)
     finally:
         if envs is not None:
             envs.close()

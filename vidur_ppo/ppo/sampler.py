@@ -13,7 +13,6 @@ Episodes, recurrent states and env seeds persist in the workers across rollouts.
 from __future__ import annotations
 
 import multiprocessing as mp
-import traceback
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
@@ -27,6 +26,7 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_spec: Ma
     from vidur_ppo.env import VidurRoutingEnv
     from vidur_ppo.models import make_model
     from vidur_ppo.ppo.trainer import _finished_episodes
+    from vidur_ppo.vector import send_error
 
     torch.set_num_threads(1)
     envs = None
@@ -91,10 +91,7 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_spec: Ma
     except (KeyboardInterrupt, EOFError):
         pass
     except Exception:  # noqa: BLE001 - forwarded with its traceback
-        try:
-            remote.send(("error", traceback.format_exc()))
-        except (BrokenPipeError, EOFError):
-            pass
+        send_error(remote)
     finally:
         if envs is not None:
             envs.close()

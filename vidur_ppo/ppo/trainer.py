@@ -152,9 +152,6 @@ class PPOTrainer:
                 logits, v_norm, _ = self.model(mb["feats"], mb["state"], mb["starts"])
                 loss, parts = self.loss_fn(logits, v_norm, mb, self.model.value_norm, p.clip, p.value_coef,
                                            ent_coef, p.clip_value, p.norm_adv, kl_coef=self.kl.penalty)
-                if self.kl.should_stop(parts["approx_kl"]):
-                    stopped = True
-                    break
                 if bc_w > 0:
                     from vidur_ppo.bc import demo_loss
 
@@ -166,6 +163,9 @@ class PPOTrainer:
                         f"non-finite loss ({loss.item()}) at update {self.update + 1}: training stopped; "
                         f"the last good checkpoint is {self.run_dir / checkpoint.CHECKPOINT}"
                     )
+                if self.kl.should_stop(parts.get("approx_kl", 0.0)):
+                    stopped = True
+                    break
                 self.opt.zero_grad()
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), p.max_grad_norm)
