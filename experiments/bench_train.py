@@ -63,6 +63,7 @@ def bench(overrides, num_envs: int, mode: str, updates: int) -> dict:
     rows = Rows()
     trainer = PPOTrainer(tc, envs, model, opt, rows, Path("/nonexistent"), np.random.default_rng(0), seed_limit=100_000)
     trainer.save = lambda: None
+    envs.reset(seed=list(range(num_envs)))  # workers up (imports done) before the clock starts
     t0 = time.perf_counter()
     trainer.run()
     wall = time.perf_counter() - t0
