@@ -28,7 +28,9 @@ def test_optuna_sweep_on_sqlite_records_a_failed_trial_and_goes_on(tmp_path):
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "FAIL"]
     done = [t for t in study.trials if t.state.name == "COMPLETE"][0]
-    assert done.params["ppo.gae_lambda"] == 0.9 and done.value > 0  # held-out E2E P99 of the trained policy
+    failed = [t for t in study.trials if t.state.name == "FAIL"][0]
+    assert done.params["ppo.gae_lambda"] < 1.0 < failed.params["ppo.gae_lambda"]
+    assert done.value > 0  # held-out E2E P99 of the trained policy
 
 
 def test_two_processes_share_one_study(tmp_path):
