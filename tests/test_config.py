@@ -61,8 +61,14 @@ def test_unknown_option_fails_listing_available():
     ("bc.teacher=oracle", "bc.teacher must be one of"),
     ("eval.baselines=[rr]", "eval.baselines must be heuristics"),
     ("workload.qps=0", "workload.qps must be > 0"),
+    ("ppo.credit=decision", "ppo.rollout_steps must be a multiple of workload.num_requests=1000"),
+    ("ppo.credit=hindsight", "ppo.credit must be completion or decision"),
+    ("features=size_aware", None),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(override, message):
+    if message is None:  # a good value, for contrast
+        validate(_compose([override]))
+        return
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         validate(_compose([override]))
 

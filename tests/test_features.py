@@ -43,3 +43,29 @@ def test_full_trends_start_at_zero_and_follow_changes():
 def test_declared_names_are_checked():
     with pytest.raises(ValueError, match="do not match"):
         make_feature_set({"name": "queue", "names": ["waiting", "running"]})
+
+
+def test_size_aware_request_rank_tail_share_and_long_pool():
+    fs = make_feature_set({"name": "size_aware", "max_request_tokens": 1000.0})
+    names = list(fs.names)
+    s = np.zeros((4, 6))
+    s[1, 1], s[1, 3] = 2, 800  # replica 1: 2 running requests with 800 output tokens left
+    first = fs(s, np.array([100.0, 10.0]), 0.0)
+    assert first[:, names.index("req_rank")].tolist() == [0.5] * 4
+    assert first[:, names.index("long_pool")].tolist() == [1, 0, 0, 0]
+    assert first[1, names.index("mean_decode_left")] == pytest.approx(0.4)  # 400 per request / 1000
+    for d in (10.0, 10.0, 10.0):
+        fs(s, np.array([100.0, d]), 0.0)
+    last = fs(s, np.array([100.0, 30.0]), 0.0)  # lengths seen: 10, 10, 10, 10, 30
+    assert last[0, names.index("req_rank")] == pytest.approx(1.0)  # longer than every earlier one
+    assert last[0, names.index("req_tail_share")] == pytest.approx(30 / 70)
+    assert last[0, names.index("req_pool_share")] == 1.0  # 30/70 of the tokens > the pool's 1/4: capped
+    fs.reset()
+    for _ in range(100):
+        fs(s, np.array([100.0, 1.0]), 0.0)
+    long = fs(s, np.array([100.0, 10.0]), 0.0)  # 10 of 110 tokens, in units of the pool's quarter
+    assert long[0, names.index("req_pool_share")] == pytest.approx(4 * 10 / 110)
+    fs.reset()
+    assert fs(s, np.array([100.0, 30.0]), 0.0)[0, names.index("req_rank")] == 0.5
+    eight = make_feature_set("size_aware")(np.zeros((8, 6)), np.array([1.0, 1.0]), 0.0)
+    assert eight[:, names.index("long_pool")].tolist() == [1, 1, 0, 0, 0, 0, 0, 0]

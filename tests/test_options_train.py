@@ -21,6 +21,8 @@ CASES = [
     ["reward=soft_logistic", "model=attn_gru"], ["model=attn_gru", "features=full", "ppo.vector_mode=policy_workers"], ["model=attn_gru", "model.share_encoder=false", "model.gated=true"],
     ["ppo=adaptive", "bc.enabled=true"], ["ppo=adaptive", "ppo.entropy_schedule=target_entropy", "ppo.target_entropy=0.5",
                                           "ppo.kl_adapt_lr=true"],
+    ["experiment=headline", "bc.enabled=true"], ["experiment=headline", "ppo.credit=decision"],
+    ["ppo.credit=decision", "ppo.vector_mode=policy_workers"],
 ]
 
 

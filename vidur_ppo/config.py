@@ -177,6 +177,19 @@ class FullFeaturesConfig(QueueFeaturesConfig):
         _check(0 < self.ema_alpha <= 1, "features.ema_alpha", "must be in (0, 1]", self.ema_alpha)
 
 
+@dataclass
+class SizeAwareFeaturesConfig(FullFeaturesConfig):
+    name: str = "size_aware"
+    names: List[str] = field(default_factory=lambda: FullFeaturesConfig().names + [
+        "mean_decode_left", "req_rank", "req_tail_share", "req_pool_share", "long_pool"])
+    long_pool_fraction: float = 0.25  # as heuristics.SITAE's long_fraction
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(0 < self.long_pool_fraction < 1, "features.long_pool_fraction", "must be in (0, 1)",
+               self.long_pool_fraction)
+
+
 # --- model -------------------------------------------------------------------------------------
 
 
@@ -254,6 +267,8 @@ class PPOConfig:
     kl_adapt_lr: bool = False
     bc_coef: float = 0.0  # fading BC: weight of the demonstration loss at update 0
     bc_fade_updates: int = 0  # ... reaching 0 at this update
+    credit: str = "completion"  # completion: a request's reward at the step it finishes; decision: at its routing step
+    decision_power: float = 2.0  # credit=decision: reward = -(E2E / SLO) ** power
 
     def __post_init__(self) -> None:
         _positive(self, "ppo", "num_envs", "num_workers", "rollout_steps", "num_updates", "epochs",
@@ -268,6 +283,8 @@ class PPOConfig:
                "must be constant, linear, exponential or target_entropy", self.entropy_schedule)
         _check(self.entropy_schedule != "target_entropy" or self.target_entropy is not None, "ppo.target_entropy",
                "must be set for entropy_schedule=target_entropy", self.target_entropy)
+        _check(self.credit in ("completion", "decision"), "ppo.credit", "must be completion or decision", self.credit)
+        _check(self.decision_power > 0, "ppo.decision_power", "must be > 0", self.decision_power)
         _check(self.kl_control in ("none", "penalty", "early_stop", "both"), "ppo.kl_control",
                "must be none, penalty, early_stop or both", self.kl_control)
         _positive(self, "ppo", "target_kl", "early_stop_factor")
@@ -431,13 +448,19 @@ class TrainConfig:
         _positive(self, "", "checkpoint_every", "slo_e2e", "torch_threads")
         _check(self.seed >= 0, "seed", "must be >= 0", self.seed)
         _check(self.torch_threads_update >= 0, "torch_threads_update", "must be >= 0", self.torch_threads_update)
+        n = getattr(self.workload, "num_requests", None)
+        if self.ppo.credit == "decision" and n:
+            _check(self.ppo.rollout_steps % n == 0, "ppo.rollout_steps",
+                   f"must be a multiple of workload.num_requests={n} for ppo.credit=decision (whole episodes per "
+                   "rollout)", self.ppo.rollout_steps)
 
 
 SCHEMAS = {
     "workload": {"synthetic": SyntheticWorkloadConfig, "trace": TraceWorkloadConfig},
     "reward": {"legacy_hybrid": LegacyHybridRewardConfig, "soft_logistic": SoftLogisticRewardConfig,
                "piecewise": PiecewiseRewardConfig},
-    "features": {"legacy": LegacyFeaturesConfig, "queue": QueueFeaturesConfig, "full": FullFeaturesConfig},
+    "features": {"legacy": LegacyFeaturesConfig, "queue": QueueFeaturesConfig, "full": FullFeaturesConfig,
+                 "size_aware": SizeAwareFeaturesConfig},
     "curriculum": {"none": CurriculumConfig, "load_ramp": LoadRampConfig, "reward_ramp": RewardRampConfig,
                    "staged": StagedConfig},
     "model": {"gru": GRUModelConfig, "attn_gru": AttnGRUModelConfig},
@@ -477,6 +500,8 @@ def smoke_overrides(cfg: DictConfig, explicit: Iterable[str] = ()) -> None:
     explicit = set(explicit)
     budget = dict(SMOKE_BUDGET)
     budget["workload.num_requests" if cfg.workload.get("kind") == "synthetic" else "workload.max_requests"] = 60
+    if cfg.ppo.get("credit") == "decision":  # whole episodes per rollout
+        budget.update({"ppo.rollout_steps": 60, "ppo.seq_len": 20})
     for key, value in budget.items():
         if key not in explicit:
             OmegaConf.update(cfg, key, value, merge=False)

@@ -60,6 +60,7 @@ class VidurRoutingEnv(gym.Env):
         record_token_times: bool = True,
         seed_limit: int = 100_000,
         safety: Optional[Mapping[str, Any]] = None,
+        decision_credit: Optional[float] = None,
     ) -> None:
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
@@ -71,6 +72,10 @@ class VidurRoutingEnv(gym.Env):
         self.reward = reward if isinstance(reward, Reward) else make_reward(reward)
         self.features = features if isinstance(features, FeatureSet) else make_feature_set(features)
         self.record_token_times = record_token_times
+        # decision credit (ppo.credit=decision): at an episode's end, info["decision_rewards"][k]
+        # = -(E2E of the k-th routed request / SLO) ** power, for the trainer to put at decision k
+        self.decision_credit = None if decision_credit is None else float(decision_credit)
+        self._routed: list = []
         # episodes drawn without an explicit seed use seeds below this (evaluation uses seeds above)
         self.seed_limit = int(seed_limit)
         r, f = self.cluster.num_replicas, len(REPLICA_STATE_COLUMNS)
@@ -103,6 +108,7 @@ class VidurRoutingEnv(gym.Env):
         self.features.reset()
         self.reward.reset()
         self.safety.reset()
+        self._routed = []
         self._request = self.driver.next_decision()
         self._state = self.driver.replica_state()
         return self._observe(), self._info()
@@ -111,6 +117,7 @@ class VidurRoutingEnv(gym.Env):
         if self.driver is None or self._request is None:
             raise RuntimeError("call reset() before step(); the episode has ended")
         routed = self._request
+        self._routed.append(routed.id)
         self._request = self.driver.assign(int(action))
         self._state = self.driver.replica_state()
         completed = self.driver.pop_completed()
@@ -131,9 +138,21 @@ class VidurRoutingEnv(gym.Env):
             summary.update({f"safety_{k}_triggers": v for k, v in self.safety.counts.items()})
             summary["safety_terminated"] = int(truncated)
             info["episode_metrics"] = summary
+            if self.decision_credit is not None:
+                info["decision_rewards"] = self.decision_rewards()
             if truncated:
                 self._request = None
         return self._observe(), reward, terminated, truncated, info
+
+    def decision_rewards(self) -> np.ndarray:
+        """-(E2E / SLO) ** power of every request routed this episode, in decision order; a request
+        still unfinished (an episode ended by the safety monitor) counts its time so far."""
+        req = self.driver.per_request()
+        done = np.asarray(req["completed"], dtype=bool)
+        e2e = np.where(done, req["e2e"], self.driver.now - np.asarray(req["arrived_at"], dtype=float))
+        by_id = dict(zip(np.asarray(req["request_id"]).tolist(), e2e.tolist()))
+        lat = np.array([by_id[i] for i in self._routed], dtype=np.float64)
+        return -np.power(np.maximum(lat, 0.0) / self.slo_e2e, self.decision_credit)
 
     def _partial_summary(self) -> Dict[str, float]:
         """Metrics of the requests finished so far (an episode ended by the safety monitor)."""

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Mapping, Sequence
 
 import numpy as np
 
+from vidur_ppo.heuristics import long_pool_size
 from vidur_ppo.registry import lookup, split_spec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS
 
@@ -122,8 +123,58 @@ class FullFeatures(QueueFeatures):
         return np.concatenate([base, delta, cur - self.ema], axis=1).astype(np.float32)
 
 
+class SizeAwareFeatures(FullFeatures):
+    """`full` plus what size-based routing needs, in forms that do not depend on the workload:
+
+    - `mean_decode_left`: output tokens still to generate per outstanding request at the replica
+      / max_request_tokens, the replica's *size profile* (whether it hosts long decodes), which
+      a permutation-equivariant model cannot compute itself by dividing two features;
+    - `req_rank`: the arriving request's output length as a quantile of the lengths seen so far in
+      the episode (0.5 for the first request);
+    - `req_tail_share`: the share of all output tokens seen so far that belongs to requests at
+      least this long; SITA-E sends a request to its long pool when this share is below k/R;
+    - `req_pool_share`: `req_tail_share` / (k/R), the long pool's share of the replicas, capped
+      at 1: below 1 means "a long request" at any cluster size (what SITA-E tests), so a rule
+      learnt on 4 replicas needs no extrapolation on 2 or 8;
+    - `long_pool`: 1 for the replicas of a size-based long pool (the first `long_pool_fraction`
+      of them, as SITA-E's), else 0: a *role* a permutation-equivariant model can tell replicas
+      apart by, so a size split learnt on 4 replicas keeps its proportions on 2 or 8 (without it,
+      the 4-replica policy funnelled every long request to one of 8 replicas).
+    `req_rank` and `req_tail_share` are the same in every row (episode-level, reset with it).
+    """
+
+    names = FullFeatures.names + ("mean_decode_left", "req_rank", "req_tail_share", "req_pool_share", "long_pool")
+
+    def __init__(self, long_pool_fraction: float = 0.25, **params: Any) -> None:
+        super().__init__(**params)
+        self.long_pool_fraction = float(long_pool_fraction)
+
+    def reset(self) -> None:
+        super().reset()
+        self.seen = []
+
+    def __call__(self, state, request, now):
+        full = super().__call__(state, request, now)
+        n = state.shape[0]
+        k = long_pool_size(n, self.long_pool_fraction)
+        out = np.zeros((n, 5), dtype=np.float32)
+        out[:k, 4] = 1.0
+        outstanding = np.maximum(state[:, COL["waiting"]] + state[:, COL["running"]], 1.0)
+        out[:, 0] = np.minimum(state[:, COL["decode_tokens_left"]] / outstanding / self.max_request_tokens, 1.0)
+        decode = float(request[1])
+        self.seen.append(decode)
+        seen = np.asarray(self.seen, dtype=np.float64)
+        if len(seen) == 1:
+            out[:, 1], out[:, 2] = 0.5, 1.0
+        else:
+            out[:, 1] = (np.count_nonzero(seen < decode) + 0.5 * (np.count_nonzero(seen == decode) - 1)) / (len(seen) - 1)
+            out[:, 2] = seen[seen >= decode].sum() / max(seen.sum(), 1e-9)
+        out[:, 3] = np.minimum(out[:, 2] * n / k, 1.0)
+        return np.concatenate([full, out], axis=1)
+
+
 FEATURE_SETS: Dict[str, Callable[..., FeatureSet]] = {
-    "legacy": LegacyFeatures, "queue": QueueFeatures, "full": FullFeatures,
+    "legacy": LegacyFeatures, "queue": QueueFeatures, "full": FullFeatures, "size_aware": SizeAwareFeatures,
 }
 
 

@@ -116,8 +116,59 @@ class PowerOfTwo(Heuristic):
         return int(a if (load[a], a) <= (load[b], b) else b)
 
 
+def long_pool_size(num_replicas: int, fraction: float) -> int:
+    """Replicas in a size-based long pool: `fraction` of them, at least one, never all (if R > 1)."""
+    return int(min(max(num_replicas - 1, 1), max(1, round(fraction * num_replicas))))
+
+
+class SITAE(Heuristic):
+    """Size-interval task assignment with equalised load (SITA-E, Harchol-Balter et al., 1999).
+
+    Replicas are split into a *long pool* (`long_fraction` of them, at least one and never all)
+    and a short pool; a request whose output length is at least the cut-off goes to the long
+    pool, any other to the short pool, and inside a pool to the replica with the least work left.
+    The cut-off is re-estimated at every arrival from the output lengths seen so far in the
+    episode, so that the long pool receives its share of decode tokens (k/R): long decodes then
+    stop slowing every replica's batches, which is where the E2E tail comes from under vLLM.
+    It reads the request's true output length, as `least_work_left` does (vidur traces carry it).
+    """
+
+    name = "sita_e"
+
+    def __init__(self, long_fraction: float = 0.25) -> None:
+        if not 0.0 < long_fraction < 1.0:
+            raise ValueError(f"sita_e: long_fraction must be in (0, 1), got {long_fraction}")
+        self.long_fraction = long_fraction
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self._seen: list = []
+
+    def cutoff(self, num_replicas: int) -> float:
+        """Smallest output length whose tail of the seen lengths carries the long pool's share."""
+        k = self.pool_size(num_replicas)
+        d = np.sort(np.asarray(self._seen, dtype=np.float64))[::-1]
+        tail = np.cumsum(d) / d.sum()
+        i = int(np.searchsorted(tail, k / num_replicas))
+        return float(d[min(i, len(d) - 1)])
+
+    def pool_size(self, num_replicas: int) -> int:
+        return long_pool_size(num_replicas, self.long_fraction)
+
+    def act(self, obs):
+        rep = obs["replicas"]
+        n = rep.shape[0]
+        if n == 1:
+            return 0
+        decode = float(obs["request"][1])
+        self._seen.append(decode)
+        k = self.pool_size(n)
+        pool = np.arange(k) if decode >= self.cutoff(n) else np.arange(k, n)
+        work = rep[pool, _COL["prefill_tokens_left"]] + rep[pool, _COL["decode_tokens_left"]]
+        return int(pool[np.argmin(work)])
+
+
 HEURISTICS: Dict[str, Callable[[], Heuristic]] = {
-    cls.name: cls for cls in (RoundRobin, Random, LOR, JSQ, LeastWorkLeft, PowerOfTwo)
+    cls.name: cls for cls in (RoundRobin, Random, LOR, JSQ, LeastWorkLeft, PowerOfTwo, SITAE)
 }
 
 

@@ -28,8 +28,11 @@ register_configs()
 def env_kwargs(cfg: DictConfig) -> Dict[str, Any]:
     """Plain-dict env arguments (picklable for worker processes)."""
     c = OmegaConf.to_container(cfg, resolve=True)
-    return {"cluster": c["env"], "workload": c["workload"], "reward": c["reward"], "features": c["features"],
-            "slo_e2e": c["slo_e2e"], "seed_limit": c["eval"]["seed_base"], "safety": c["safety"]}
+    kw = {"cluster": c["env"], "workload": c["workload"], "reward": c["reward"], "features": c["features"],
+          "slo_e2e": c["slo_e2e"], "seed_limit": c["eval"]["seed_base"], "safety": c["safety"]}
+    if c["ppo"].get("credit", "completion") == "decision":
+        kw["decision_credit"] = c["ppo"].get("decision_power", 2.0)
+    return kw
 
 
 def _sweep_identity() -> Dict[str, Any]:

@@ -25,6 +25,7 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_spec: Ma
 
     from vidur_ppo.env import VidurRoutingEnv
     from vidur_ppo.models import make_model
+    from vidur_ppo.ppo.credit import finished_decision_rewards
     from vidur_ppo.ppo.trainer import _finished_episodes
     from vidur_ppo.vector import send_error
 
@@ -53,8 +54,8 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_spec: Ma
                 out = {k: [] for k in ("feats", "starts", "actions", "logp", "values", "rewards", "dones")}
                 states: List[List[torch.Tensor]] = [[] for _ in state]
                 parts: Dict[str, List[float]] = {}
-                returns, episodes = [], []
-                for _ in range(T):
+                returns, episodes, credits = [], [], []
+                for t in range(T):
                     feats = torch.as_tensor(obs["features"])
                     with torch.no_grad():
                         logits, v_norm, new_state = model(feats[None], state, starts[None])
@@ -77,6 +78,7 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_spec: Ma
                         returns.append(float(ep_return[i]))
                         ep_return[i] = 0.0
                     episodes.extend(_finished_episodes(info))
+                    credits += [(t, i, arr) for i, arr in finished_decision_rewards(info).items()]
                     state, starts = new_state, torch.as_tensor(done, dtype=torch.float32)
                 with torch.no_grad():
                     _, v_norm, _ = model(torch.as_tensor(obs["features"])[None], state, starts[None])
@@ -84,7 +86,8 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_spec: Ma
                 arrays = {k: torch.stack(v) for k, v in out.items()}
                 arrays["states"] = tuple(torch.stack(b) for b in states)  # [T, L, k, H]
                 arrays["last_value"] = last_value
-                remote.send(("ok", {"arrays": arrays, "parts": parts, "returns": returns, "episodes": episodes}))
+                remote.send(("ok", {"arrays": arrays, "parts": parts, "returns": returns, "episodes": episodes,
+                                    "credits": credits}))
             elif cmd == "close":
                 remote.send(("ok", None))
                 break
@@ -158,7 +161,9 @@ class PolicyWorkerSampler:
         for p in parts:
             for k, v in p["parts"].items():
                 reward_parts.setdefault(k, []).extend(v)
-        return {"arrays": arrays, "reward_parts": reward_parts,
+        offsets = np.cumsum([0] + [p["arrays"]["rewards"].shape[1] for p in parts])
+        credits = [(t, int(off) + i, arr) for p, off in zip(parts, offsets) for t, i, arr in p["credits"]]
+        return {"arrays": arrays, "reward_parts": reward_parts, "credits": credits,
                 "returns": [x for p in parts for x in p["returns"]],
                 "episodes": [e for p in parts for e in p["episodes"]]}
 

@@ -13,6 +13,7 @@ import torch
 from torch.distributions import Categorical
 
 from vidur_ppo import checkpoint
+from vidur_ppo.ppo import credit
 from vidur_ppo.ppo.buffer import RolloutBuffer
 from vidur_ppo.ppo.loss import ppo_loss
 from vidur_ppo.ppo.reward_scale import RewardScaler
@@ -77,8 +78,17 @@ class PPOTrainer:
         obs, _ = self.envs.reset(seed=seeds)
         return obs
 
+    def _final_rewards(self, raw: torch.Tensor, dones: torch.Tensor, credits, stats: Dict[str, Any]) -> torch.Tensor:
+        """Decision credit (if on), then reward normalisation, step by step in rollout order."""
+        if getattr(self.ppo, "credit", "completion") == "decision":
+            raw = credit.assign(raw, credits)
+            stats["reward_parts"]["reward/decision"] = [float(raw.mean())]
+        return torch.stack([torch.as_tensor(self.reward_scaler(raw[t].double().numpy(), dones[t].numpy() > 0),
+                                            dtype=torch.float32) for t in range(raw.shape[0])])
+
     def collect(self, obs, state, starts, buf: RolloutBuffer, stats: Dict[str, Any]):
         T = self.ppo.rollout_steps
+        credits: List[credit.Credit] = []
         for t in range(T):
             feats = torch.as_tensor(obs["features"])
             t0 = time.perf_counter()
@@ -94,8 +104,9 @@ class PPOTrainer:
             stats["time_policy"] += t1 - t0
             done_np = np.logical_or(term, trunc)
             done = torch.as_tensor(done_np, dtype=torch.float32)
-            scaled = self.reward_scaler(np.asarray(reward, dtype=np.float64), done_np)
-            buf.add(t, feats, state, starts, action, logp, value, torch.as_tensor(scaled, dtype=torch.float32), done)
+            raw = torch.as_tensor(np.asarray(reward, dtype=np.float64), dtype=torch.float32)
+            buf.add(t, feats, state, starts, action, logp, value, raw, done)  # scaled below
+            credits += [(t, i, arr) for i, arr in credit.finished_decision_rewards(info).items()]
             for k in [k for k in info if k.startswith("reward/")]:
                 stats["reward_parts"].setdefault(k, []).append(float(np.mean(info[k])))
             self._ep_return += np.asarray(reward, dtype=float)
@@ -104,6 +115,7 @@ class PPOTrainer:
                 self._ep_return[i] = 0.0
             stats["episodes"].extend(_finished_episodes(info))
             state, starts = new_state, done
+        buf.rewards = self._final_rewards(buf.rewards, buf.dones, credits, stats)
         with torch.no_grad():
             _, v_norm, _ = self.model(torch.as_tensor(obs["features"])[None], state, starts[None])
             last_value = self.model.value_norm.denormalize(v_norm[0])
@@ -120,10 +132,8 @@ class PPOTrainer:
         buf = RolloutBuffer(T, self.num_envs, a["feats"].shape[2:], tuple(s[0] for s in a["states"]))
         buf.feats, buf.starts, buf.actions, buf.logp, buf.values = a["feats"], a["starts"], a["actions"], a["logp"], a["values"]
         buf.states, buf.dones = a["states"], a["dones"]
-        buf.rewards = torch.stack([torch.as_tensor(self.reward_scaler(a["rewards"][t].double().numpy(),
-                                                                      a["dones"][t].numpy() > 0), dtype=torch.float32)
-                                   for t in range(T)])
         stats["reward_parts"] = res["reward_parts"]
+        buf.rewards = self._final_rewards(a["rewards"], a["dones"], res.get("credits", []), stats)
         stats["returns"], stats["episodes"] = res["returns"], res["episodes"]
         buf.finish(a["last_value"], self.ppo.gamma, self.ppo.gae_lambda)
         self.global_step += T * self.num_envs

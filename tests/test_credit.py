@@ -1,0 +1,39 @@
+"""Decision credit: each request's latency reward lands on the decision that routed it."""
+
+import numpy as np
+import pytest
+import torch
+
+from vidur_ppo.env import VidurRoutingEnv
+from vidur_ppo.ppo import credit
+
+from conftest import OUTPUTS, PROMPTS
+
+
+def test_env_reports_decision_rewards_in_routing_order():
+    env = VidurRoutingEnv(cluster={"num_replicas": 2}, decision_credit=2.0, slo_e2e=4.0,
+                          workload={"kind": "synthetic", "num_requests": 50, "qps": 20.0, "prefill": PROMPTS, "decode": OUTPUTS})
+    obs, _ = env.reset(seed=3)
+    done, steps, rewards = False, 0, []
+    while not done:
+        obs, r, done, _, info = env.step(steps % 2)
+        rewards.append(r)
+        steps += 1
+    dec = info["decision_rewards"]
+    req = env.driver.per_request()
+    assert dec.shape == (steps,) == (50,)
+    # decision k routed the k-th arrival: request ids are in arrival order
+    order = np.argsort(req["arrived_at"], kind="stable")
+    np.testing.assert_allclose(dec, -(req["e2e"][order] / 4.0) ** 2, rtol=1e-9)
+    assert (dec < 0).all() and np.ptp(dec) > 0
+
+
+def test_assign_replaces_whole_episodes_and_refuses_partial_ones():
+    raw = torch.zeros((6, 2))
+    out = credit.assign(raw, [(2, 0, np.array([1.0, 2.0, 3.0])), (5, 0, np.array([4.0, 5.0, 6.0])),
+                              (5, 1, np.arange(6.0))])
+    assert out[:, 0].tolist() == [1, 2, 3, 4, 5, 6] and out[:, 1].tolist() == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(RuntimeError, match="multiple of the episode length"):
+        credit.assign(raw, [(1, 0, np.arange(3.0))])  # began in an earlier rollout
+    with pytest.raises(RuntimeError, match="ends inside an episode"):
+        credit.assign(raw, [(3, 0, np.arange(4.0)), (5, 1, np.arange(6.0))])  # env 0's steps 4-5 unfinished
