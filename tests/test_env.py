@@ -64,3 +64,26 @@ def test_all_heuristics_paired_on_same_trace():
     assert {r["scheduler"] for r in rows} == set(HEURISTICS)
     assert all(r["num_completed"] == 40 for r in rows)
     assert len({r["throughput_tps"] > 0 for r in rows}) == 1
+
+
+def test_length_noise_changes_what_routers_see_not_the_simulation():
+    from vidur_ppo.env import DEFAULT_WORKLOAD, run_episode
+
+    wl = {**DEFAULT_WORKLOAD, "num_requests": 120}
+    exact, noisy = VidurRoutingEnv(workload=wl), VidurRoutingEnv(workload=wl, length_noise=0.5)
+    seen = {}
+    for name, env in (("exact", exact), ("noisy", noisy)):
+        obs, _ = env.reset(seed=7)
+        lengths, done = [], False
+        while not done:
+            lengths.append(obs["request"][1])
+            obs, _, done, _, _ = env.step(len(lengths) % 4)  # the same actions in both
+        seen[name] = (np.array(lengths), env.driver.per_request()["e2e"])
+    true_len, noisy_len = seen["exact"][0], seen["noisy"][0]
+    ratio = np.log(noisy_len / true_len)
+    assert 0.3 < ratio.std() < 0.7 and np.all(noisy_len >= 1)
+    np.testing.assert_array_equal(seen["exact"][1], seen["noisy"][1])  # same simulation
+    obs, _ = noisy.reset(seed=7)
+    assert obs["request"][1] == noisy_len[0]  # the noise is a function of the episode: reproducible
+    with pytest.raises(ValueError, match="length_noise"):
+        VidurRoutingEnv(length_noise=-1)

@@ -441,6 +441,7 @@ class TrainConfig:
     resume: Optional[str] = None
     checkpoint_every: int = 5
     slo_e2e: float = 8.0
+    length_noise: float = 0.0  # sigma of lognormal noise on the output length routers are told (0: exact)
     torch_threads: int = 1
     torch_threads_update: int = 0  # 0: every core (env workers are idle during the update)
 
@@ -448,6 +449,7 @@ class TrainConfig:
         _positive(self, "", "checkpoint_every", "slo_e2e", "torch_threads")
         _check(self.seed >= 0, "seed", "must be >= 0", self.seed)
         _check(self.torch_threads_update >= 0, "torch_threads_update", "must be >= 0", self.torch_threads_update)
+        _check(self.length_noise >= 0, "length_noise", "must be >= 0", self.length_noise)
         n = getattr(self.workload, "num_requests", None)
         if self.ppo.credit == "decision" and n:
             _check(self.ppo.rollout_steps % n == 0, "ppo.rollout_steps",

@@ -61,6 +61,7 @@ class VidurRoutingEnv(gym.Env):
         seed_limit: int = 100_000,
         safety: Optional[Mapping[str, Any]] = None,
         decision_credit: Optional[float] = None,
+        length_noise: float = 0.0,
     ) -> None:
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
@@ -75,6 +76,13 @@ class VidurRoutingEnv(gym.Env):
         # decision credit (ppo.credit=decision): at an episode's end, info["decision_rewards"][k]
         # = -(E2E of the k-th routed request / SLO) ** power, for the trainer to put at decision k
         self.decision_credit = None if decision_credit is None else float(decision_credit)
+        # what routers are told of a request's output length: exact (vidur traces carry it), or
+        # x exp(N(0, sigma^2)) per request, seeded by the episode (a length predictor's error);
+        # the simulation always uses the true length
+        if length_noise < 0:
+            raise ValueError(f"length_noise must be >= 0, got {length_noise}")
+        self.length_noise = float(length_noise)
+        self._noise = None
         self._routed: list = []
         # episodes drawn without an explicit seed use seeds below this (evaluation uses seeds above)
         self.seed_limit = int(seed_limit)
@@ -105,6 +113,9 @@ class VidurRoutingEnv(gym.Env):
             self.episode_seed = int(seed if seed is not None else self.np_random.integers(self.seed_limit))
             trace = self.workload.generate(self.episode_seed)
         self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times)
+        if self.length_noise > 0:
+            rng = np.random.default_rng([int(self.episode_seed or 0), 0x5EED])
+            self._noise = np.exp(self.length_noise * rng.standard_normal(len(trace)))
         self.features.reset()
         self.reward.reset()
         self.safety.reset()
@@ -176,6 +187,8 @@ class VidurRoutingEnv(gym.Env):
         if req is not None:
             request[0] = req.num_prefill_tokens
             request[1] = req.num_decode_tokens
+            if self._noise is not None:
+                request[1] = max(1.0, round(request[1] * self._noise[req.id % len(self._noise)]))
         return {
             "features": self.features(self._state, request, self.driver.now),
             "replicas": self._state.astype(np.float32),

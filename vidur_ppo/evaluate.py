@@ -147,7 +147,7 @@ def load_policy(run_dir, deterministic: bool = True):
 
 
 def scenario_env(cfg, num_replicas: int | None = None, qps: float | None = None, num_requests: int | None = None,
-                 workload=None) -> VidurRoutingEnv:
+                 workload=None, length_noise: float | None = None) -> VidurRoutingEnv:
     """The run's env, optionally on another cluster size / load / workload (QPS scales with the
     replica count unless given)."""
     from omegaconf import OmegaConf
@@ -162,8 +162,9 @@ def scenario_env(cfg, num_replicas: int | None = None, qps: float | None = None,
         wl["qps"] = qps
     if num_requests is not None and wl.get("kind") == "synthetic":
         wl["num_requests"] = num_requests
+    noise = c.get("length_noise", 0.0) if length_noise is None else length_noise
     return VidurRoutingEnv(cluster=cluster, workload=wl, reward=c["reward"], features=c["features"],
-                           slo_e2e=c["slo_e2e"], seed_limit=c["eval"]["seed_base"])
+                           slo_e2e=c["slo_e2e"], seed_limit=c["eval"]["seed_base"], length_noise=noise)
 
 
 def eval_seeds(seed_base: int, count: int) -> List[int]:
@@ -194,7 +195,7 @@ def _suite_job(args) -> Dict[str, Any]:
     r = scenario.get("num_replicas") or int(cfg.env.num_replicas)
     qps = scenario["qps_per_replica"] * r if scenario.get("qps_per_replica") else None
     env = scenario_env(cfg, num_replicas=r, qps=qps, num_requests=scenario.get("num_requests") or num_requests,
-                       workload=wl)
+                       workload=wl, length_noise=scenario.get("length_noise"))
     env.safety.terminate = False
     tag = {"scenario": scenario["name"], "shape": "custom" if scenario.get("workload") else "trained", "replicas": r, "qps": float(env.workload.qps) if hasattr(env.workload, "qps")
            and env.workload.qps else float("nan")}

@@ -29,7 +29,8 @@ def env_kwargs(cfg: DictConfig) -> Dict[str, Any]:
     """Plain-dict env arguments (picklable for worker processes)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     kw = {"cluster": c["env"], "workload": c["workload"], "reward": c["reward"], "features": c["features"],
-          "slo_e2e": c["slo_e2e"], "seed_limit": c["eval"]["seed_base"], "safety": c["safety"]}
+          "slo_e2e": c["slo_e2e"], "seed_limit": c["eval"]["seed_base"], "safety": c["safety"],
+          "length_noise": c.get("length_noise", 0.0)}
     if c["ppo"].get("credit", "completion") == "decision":
         kw["decision_credit"] = c["ppo"].get("decision_power", 2.0)
     return kw
