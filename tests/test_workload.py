@@ -214,3 +214,18 @@ def test_make_workload(tmp_path):
         make_workload({"kind": "replay", "path": "x"})
     with pytest.raises(ValueError, match="decode"):
         make_workload({"kind": "synthetic", "num_requests": 5, "qps": 1, "prefill": PRE})
+
+
+def test_qps_max_draws_each_episode_load_from_its_seed():
+    from vidur_ppo.sim.workload import SyntheticWorkload
+
+    spec = dict(num_requests=400, prefill={"kind": "fixed", "value": 100}, decode={"kind": "fixed", "value": 10})
+    fixed = SyntheticWorkload(qps=8.0, **spec)
+    mixed = SyntheticWorkload(qps=8.0, qps_max=24.0, **spec)
+    rates = [400 / mixed.generate(s).arrived_at[-1] for s in range(12)]
+    assert 6 < min(rates) and max(rates) < 28 and max(rates) - min(rates) > 6  # loads spread over the range
+    assert np.array_equal(mixed.generate(3).arrived_at, mixed.generate(3).arrived_at)
+    # the length streams do not depend on the load draw
+    assert np.array_equal(mixed.generate(3).num_decode_tokens, fixed.generate(3).num_decode_tokens)
+    with pytest.raises(ValueError, match="qps_max"):
+        SyntheticWorkload(qps=8.0, qps_max=4.0, **spec)

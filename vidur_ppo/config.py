@@ -64,9 +64,12 @@ class SyntheticWorkloadConfig:
     prefill: Dict[str, Any] = field(default_factory=lambda: {"kind": "lognormal", "median": 512, "sigma": 0.8, "min": 32, "max": 3072})
     decode: Dict[str, Any] = field(default_factory=lambda: {"kind": "lognormal", "median": 128, "sigma": 0.9, "min": 8, "max": 1000})
     start_time: float = 0.0
+    qps_max: Optional[float] = None  # set: each episode's QPS ~ U[qps, qps_max] (load randomisation)
 
     def __post_init__(self) -> None:
         _positive(self, "workload", "num_requests", "qps", "cv")
+        _check(self.qps_max is None or self.qps_max >= self.qps, "workload.qps_max", f"must be >= workload.qps={self.qps}",
+               self.qps_max)
         _check(self.arrival in ("poisson", "gamma"), "workload.arrival", "must be poisson or gamma", self.arrival)
 
 

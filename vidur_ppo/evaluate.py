@@ -157,9 +157,12 @@ def scenario_env(cfg, num_replicas: int | None = None, qps: float | None = None,
     if num_replicas is not None:
         if wl.get("kind") == "synthetic" and qps is None and wl.get("qps"):
             wl["qps"] = float(wl["qps"]) * num_replicas / cluster["num_replicas"]
+            if wl.get("qps_max"):
+                wl["qps_max"] = float(wl["qps_max"]) * num_replicas / cluster["num_replicas"]
         cluster["num_replicas"] = num_replicas
     if qps is not None:
         wl["qps"] = qps
+        wl.pop("qps_max", None)  # a scenario's load is fixed
     if num_requests is not None and wl.get("kind") == "synthetic":
         wl["num_requests"] = num_requests
     noise = c.get("length_noise", 0.0) if length_noise is None else length_noise

@@ -22,7 +22,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Optional, Protocol, Union
 
 import numpy as np
 import pandas as pd
@@ -249,7 +249,10 @@ def make_length_dist(spec: Mapping) -> LengthDist:
 # ------------------------------------------------------------------- synthetic
 @dataclass
 class SyntheticWorkload:
-    """Renewal-process arrivals (Poisson or gamma) with independent prefill/decode lengths."""
+    """Renewal-process arrivals (Poisson or gamma) with independent prefill/decode lengths.
+
+    With `qps_max`, each episode's rate is drawn uniformly from [qps, qps_max] by its seed, so
+    training sees every load in between (domain randomisation over load)."""
 
     num_requests: int
     qps: float
@@ -258,6 +261,7 @@ class SyntheticWorkload:
     prefill: Mapping = field(kw_only=True)
     decode: Mapping = field(kw_only=True)
     start_time: float = 0.0
+    qps_max: Optional[float] = None
 
     def __post_init__(self) -> None:
         w = "synthetic workload"
@@ -272,14 +276,19 @@ class SyntheticWorkload:
             raise ValueError(f"{w}: 'cv' must be > 0, got {self.cv}")
         if self.start_time < 0:
             raise ValueError(f"{w}: 'start_time' must be >= 0, got {self.start_time}")
+        if self.qps_max is not None:
+            self.qps_max = _coerce("qps_max", self.qps_max, float, w)
+            if self.qps_max < self.qps:
+                raise ValueError(f"{w}: 'qps_max' must be >= 'qps' ({self.qps}), got {self.qps_max}")
         if self.arrival not in ("poisson", "gamma"):
             raise ValueError(f"{w}: 'arrival' must be 'poisson' or 'gamma', got {self.arrival!r}")
         make_length_dist(self.prefill), make_length_dist(self.decode)  # fail early on bad specs
 
     def generate(self, seed: int) -> Trace:
         """Same seed -> same trace; arrivals/prefill/decode use independent sub-streams."""
-        r_arr, r_pre, r_dec = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-        n, mean_gap = self.num_requests, 1.0 / self.qps
+        r_arr, r_pre, r_dec, r_qps = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4))
+        qps = self.qps if self.qps_max is None else float(r_qps.uniform(self.qps, self.qps_max))
+        n, mean_gap = self.num_requests, 1.0 / qps
         if self.arrival == "poisson":
             gaps = r_arr.exponential(mean_gap, n)
         else:  # gamma with shape k = 1/cv^2 has mean k*scale and CV 1/sqrt(k)
@@ -389,7 +398,7 @@ class TraceWorkload:
 Workload = Union[SyntheticWorkload, TraceWorkload]
 _WORKLOAD_KEYS = {
     "synthetic": (SyntheticWorkload, ["num_requests", "qps", "arrival", "cv", "prefill", "decode",
-                                      "start_time"], ["num_requests", "qps", "prefill", "decode"]),
+                                      "start_time", "qps_max"], ["num_requests", "qps", "prefill", "decode"]),
     "trace": (TraceWorkload, ["path", "qps", "time_window", "subsample", "max_requests"], ["path"]),
 }
 
