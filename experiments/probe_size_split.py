@@ -6,7 +6,8 @@ Runs, on the same held-out traces: JSQ and least-work-left; static size splits (
 a threshold -> the first k replicas, the rest -> the others, least work left inside a pool);
 SITA-E (the cut-off re-estimated online so the long pool gets a share of output tokens) at
 several shares; and SITA-E with an overflow rule (a long request goes to the short pool when the
-long pool has alpha x more work). Prints one line per rule; results in
+long pool has alpha x more work), and a load switch (least work left below a mean outstanding
+count per replica, SITA-E above). `--qps 8` for light load. Prints one line per rule; results in
 experiments/results/perf_attempts.md.
 """
 
@@ -69,16 +70,32 @@ class OverflowSITAE(SITAE):
         return bs
 
 
+class LoadSwitchSITAE(SITAE):
+    """Least work left while the mean outstanding requests per replica is below `threshold`, SITA-E above."""
+
+    def __init__(self, threshold: float):
+        super().__init__()
+        self.threshold, self.name = threshold, f"lwl below {threshold:g} outstanding, else sita_e"
+
+    def act(self, obs):
+        rep = obs["replicas"]
+        if (rep[:, 0] + rep[:, 1]).mean() < self.threshold:
+            self._seen.append(float(obs["request"][1]))
+            return int(np.argmin(_work(rep)))
+        return super().act(obs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=6)
+    ap.add_argument("--qps", type=float, default=DEFAULT_WORKLOAD["qps"])
     args = ap.parse_args()
     seeds = [100_000 + i for i in range(args.seeds)]
-    env = VidurRoutingEnv(workload=dict(DEFAULT_WORKLOAD))
+    env = VidurRoutingEnv(workload={**DEFAULT_WORKLOAD, "qps": args.qps})
     rules = [make_heuristic("round_robin"), make_heuristic("jsq"), make_heuristic("least_work_left")]
     rules += [StaticSplit(t, 1) for t in (500, 600, 700)] + [StaticSplit(t, 2) for t in (150, 200, 250, 300, 350)]
     rules += [make_heuristic("sita_e")] + [SharedSITAE(s) for s in (0.15, 0.2, 0.22, 0.28, 0.32)]
-    rules += [OverflowSITAE(a) for a in (1.0, 1.5, 2.0, 3.0)]
+    rules += [OverflowSITAE(a) for a in (1.0, 1.5, 2.0, 3.0)] + [LoadSwitchSITAE(t) for t in (8, 12, 16)]
     for rule in rules:
         rows = [run_episode(env, rule, seed=s) for s in seeds]
         m = {k: np.mean([r[k] for r in rows]) for k in ("e2e_p99", "e2e_p50", "ttft_p90", "throughput_rps")}
