@@ -91,7 +91,6 @@ def evaluate_all(run_dirs, eval_seeds, requests: int, workers: int) -> pd.DataFr
             if res["errors"]:
                 sys.exit("\n".join(res["errors"]))
             for r in res["rows"]:
-                r["scenario"] = res["rows"][0]["scenario"]
                 if r["scheduler"] == "ppo":
                     r["scheduler"], r["train_seed"] = f"ppo_{i}", i
                 rows.append(r)

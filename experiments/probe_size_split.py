@@ -46,10 +46,8 @@ class SharedSITAE(SITAE):
         super().__init__()
         self.share, self.name = share, f"sita_e, token share {share:g}"
 
-    def cutoff(self, num_replicas):
-        d = np.sort(np.asarray(self._seen, dtype=np.float64))[::-1]
-        i = int(np.searchsorted(np.cumsum(d) / d.sum(), self.share))
-        return float(d[min(i, len(d) - 1)])
+    def long_share(self, num_replicas):
+        return self.share
 
 
 class OverflowSITAE(SITAE):

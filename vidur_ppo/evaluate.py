@@ -233,8 +233,7 @@ def run_suite(run_dir, eval_cfg, out_dir, progress=None) -> str:
     _, cfg = load_policy(run_dir)
     scenarios = list(eval_cfg.scenarios) or [{"name": "trained"}]
     scenarios = [OmegaConf.to_container(s, resolve=True) if not isinstance(s, dict) else s for s in scenarios]
-    heuristics = [h for h in ["round_robin", "random", "lor", "jsq", "least_work_left", "power_of_two", "sita_e"]
-                  if h in HEURISTICS and (eval_cfg.all_heuristics or h in eval_cfg.baselines)]
+    heuristics = [h for h in HEURISTICS if eval_cfg.all_heuristics or h in eval_cfg.baselines]
     seeds = eval_seeds(int(eval_cfg.seed_base), int(eval_cfg.seeds))
     jobs = [(run_dir, sc, s, heuristics, bool(eval_cfg.sampled), int(eval_cfg.num_requests)) for sc in scenarios for s in seeds]
     with get_context("spawn").Pool(max(1, int(eval_cfg.workers))) as pool:

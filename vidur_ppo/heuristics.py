@@ -143,12 +143,15 @@ class SITAE(Heuristic):
     def reset(self, seed: Optional[int] = None) -> None:
         self._seen: list = []
 
+    def long_share(self, num_replicas: int) -> float:
+        """The share of output tokens the long pool should get: its share of the replicas."""
+        return self.pool_size(num_replicas) / num_replicas
+
     def cutoff(self, num_replicas: int) -> float:
         """Smallest output length whose tail of the seen lengths carries the long pool's share."""
-        k = self.pool_size(num_replicas)
         d = np.sort(np.asarray(self._seen, dtype=np.float64))[::-1]
         tail = np.cumsum(d) / d.sum()
-        i = int(np.searchsorted(tail, k / num_replicas))
+        i = int(np.searchsorted(tail, self.long_share(num_replicas)))
         return float(d[min(i, len(d) - 1)])
 
     def pool_size(self, num_replicas: int) -> int:

@@ -31,6 +31,22 @@ def send_error(remote) -> None:
         pass
 
 
+def close_workers(remotes: Sequence, procs: Sequence, terminate: bool = False) -> None:
+    """Ask each live worker to close (unless `terminate`), then join it, killing stragglers."""
+    for remote, proc in zip(remotes, procs):
+        if not terminate and proc.is_alive():
+            try:
+                remote.send(("close", None))
+                remote.recv()
+            except (BrokenPipeError, EOFError, OSError):
+                pass
+        remote.close()
+    for proc in procs:
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.terminate()
+
+
 def _worker(remote, parent_remote, env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode) -> None:
     parent_remote.close()
     envs = None
@@ -165,15 +181,4 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
         if self._closed:
             return
         self._closed = True
-        for remote, proc in zip(self._remotes, self._procs):
-            if not terminate and proc.is_alive():
-                try:
-                    remote.send(("close", None))
-                    remote.recv()
-                except (BrokenPipeError, EOFError):
-                    pass
-            remote.close()
-        for proc in self._procs:
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.terminate()
+        close_workers(self._remotes, self._procs, terminate)

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from vidur_ppo.vector import close_workers
+
 
 def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_spec: Mapping[str, Any],
             num_replicas: int, num_features: int, seed: int) -> None:
@@ -171,15 +173,4 @@ class PolicyWorkerSampler:
         if self._closed:
             return
         self._closed = True
-        for r, p in zip(self._remotes, self._procs):
-            try:
-                if p.is_alive():
-                    r.send(("close", None))
-                    r.recv()
-            except (BrokenPipeError, EOFError, OSError):
-                pass
-            r.close()
-        for p in self._procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
+        close_workers(self._remotes, self._procs)
