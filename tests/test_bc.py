@@ -2,8 +2,8 @@
 
 import torch
 
-from vidur_ppo.bc import agreement, collect_demos, train_bc
-from vidur_ppo.env import VidurRoutingEnv
+from vidur_ppo.ppo.bc import agreement, collect_demos, train_bc
+from vidur_ppo.routing.env import VidurRoutingEnv
 from vidur_ppo.models import make_model
 
 from conftest import OUTPUTS, PROMPTS

@@ -9,10 +9,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError
 
-from vidur_ppo.config import ConfigError, register_configs, smoke_overrides, validate
+from vidur_ppo.config import ConfigError, register_configs, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["env", "workload", "reward", "features", "model", "ppo", "curriculum", "logger", "eval", "experiment"]
+GROUPS = ["env", "workload", "reward", "features", "model", "ppo", "curriculum", "logger", "eval", "experiment", "debug"]
 register_configs()
 
 
@@ -61,8 +61,7 @@ def test_unknown_option_fails_listing_available():
     ("bc.teacher=oracle", "bc.teacher must be one of"),
     ("eval.baselines=[rr]", "eval.baselines must be heuristics"),
     ("workload.qps=0", "workload.qps must be > 0"),
-    ("ppo.credit=decision", "ppo.rollout_steps must be a multiple of workload.num_requests=1000"),
-    ("ppo.credit=hindsight", "ppo.credit must be completion or decision"),
+    ("reward.credit=decision", "ppo.rollout_steps must be a multiple of workload.num_requests=1000"),
     ("features=size_aware", None),
 ])
 def test_bad_values_fail_with_one_line_naming_the_key(override, message):
@@ -73,9 +72,11 @@ def test_bad_values_fail_with_one_line_naming_the_key(override, message):
         validate(_compose([override]))
 
 
-def test_bad_type_names_the_key():
-    with pytest.raises(Exception, match="ppo.lr"):
-        _compose(["ppo.lr=fast"])
+@pytest.mark.parametrize("override,key", [("ppo.lr=fast", "ppo.lr"), ("reward.credit=hindsight", "reward.credit"),
+                                          ("ppo.vector_mode=threads", "ppo.vector_mode")])
+def test_bad_type_or_choice_names_the_key(override, key):
+    with pytest.raises(Exception, match=key):
+        _compose([override])
 
 
 def test_cli_prints_one_line_and_exits_2(tmp_path):
@@ -87,7 +88,6 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
 
 
 def test_smoke_shrinks_only_what_was_not_set():
-    cfg = _compose(["smoke=true", "ppo.num_updates=5"])
-    smoke_overrides(cfg, explicit={"ppo.num_updates"})
-    assert cfg.ppo.num_updates == 5 and cfg.ppo.rollout_steps == 32 and cfg.workload.num_requests == 60
+    cfg = _compose(["debug=smoke", "ppo.num_updates=5"])
+    assert cfg.ppo.num_updates == 5 and cfg.ppo.rollout_steps == 60 and cfg.workload.num_requests == 60
     validate(cfg)

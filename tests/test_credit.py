@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from vidur_ppo.env import VidurRoutingEnv
-from vidur_ppo.ppo import credit
+from vidur_ppo.routing.env import VidurRoutingEnv
+from vidur_ppo.routing import credit
 
 from conftest import OUTPUTS, PROMPTS
 
 
 def test_env_reports_decision_rewards_in_routing_order():
-    env = VidurRoutingEnv(cluster={"num_replicas": 2}, decision_credit=2.0, slo_e2e=4.0,
+    env = VidurRoutingEnv(cluster={"num_replicas": 2}, reward={"credit": "decision", "decision_power": 2.0}, slo_e2e=4.0,
                           workload={"kind": "synthetic", "num_requests": 50, "qps": 20.0, "prefill": PROMPTS, "decode": OUTPUTS})
     obs, _ = env.reset(seed=3)
     done, steps, rewards = False, 0, []

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vidur_ppo.curriculum import make_curriculum
+from vidur_ppo.ppo.curriculum import make_curriculum
 
 WL = {"kind": "synthetic", "qps": 24.0, "num_requests": 100}
 RW = {"name": "soft_logistic", "clip": 8.0, "latency_threshold": 0.05}

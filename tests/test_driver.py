@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vidur_ppo.heuristics import LOR, RoundRobin
+from vidur_ppo.routing.heuristics import LOR, RoundRobin
 from vidur_ppo.sim import metrics
 from vidur_ppo.sim.cluster import ClusterSpec, ScenarioError
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver, run_vidur

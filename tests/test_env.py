@@ -8,8 +8,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import vidur_ppo  # noqa: F401 - registers VidurRouting-v0
-from vidur_ppo.env import VidurRoutingEnv, evaluate_heuristics, make_vector_env, run_episode
-from vidur_ppo.heuristics import HEURISTICS, JSQ
+from vidur_ppo.eval.paired import evaluate_heuristics
+from vidur_ppo.ppo.vector import make_vector_env
+from vidur_ppo.routing.env import VidurRoutingEnv, run_episode
+from vidur_ppo.routing.heuristics import HEURISTICS, JSQ
 
 from conftest import PROMPTS, OUTPUTS
 
@@ -32,7 +34,7 @@ def test_three_episodes_in_a_row_write_nothing(tmp_path, monkeypatch):
 
 
 def test_episode_reward_and_info():
-    env = VidurRoutingEnv(cluster=CLUSTER, workload=WL)
+    env = VidurRoutingEnv(cluster=CLUSTER, workload=WL, features="legacy", reward="legacy_hybrid")
     obs, info = env.reset(seed=3)
     assert obs["replicas"].shape == (2, 6) and obs["features"].shape == (2, 2) and info["request_id"] == 0
     rewards, steps, done = [], 0, False
@@ -60,14 +62,15 @@ def test_vector_env_runs_whole_episodes(mode):
 
 
 def test_all_heuristics_paired_on_same_trace():
-    rows = evaluate_heuristics(sorted(HEURISTICS), cluster=CLUSTER, workload=WL, seeds=[5])
+    rows = evaluate_heuristics(sorted(HEURISTICS), VidurRoutingEnv(cluster=CLUSTER, workload=WL), seeds=[5])
     assert {r["scheduler"] for r in rows} == set(HEURISTICS)
     assert all(r["num_completed"] == 40 for r in rows)
     assert len({r["throughput_tps"] > 0 for r in rows}) == 1
 
 
 def test_length_noise_changes_what_routers_see_not_the_simulation():
-    from vidur_ppo.env import DEFAULT_WORKLOAD, run_episode
+    from vidur_ppo.routing.env import run_episode
+    from vidur_ppo.workloads import DEFAULT_WORKLOAD
 
     wl = {**DEFAULT_WORKLOAD, "num_requests": 120}
     exact, noisy = VidurRoutingEnv(workload=wl), VidurRoutingEnv(workload=wl, length_noise=0.5)

@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 
 from vidur_ppo import checkpoint
 from vidur_ppo.config import register_configs
-from vidur_ppo.env import VidurRoutingEnv
-from vidur_ppo.evaluate import best_heuristic, evaluate, summary_table
-from vidur_ppo.heuristics import make_heuristic
+from vidur_ppo.routing.env import VidurRoutingEnv
+from vidur_ppo.eval.paired import best_heuristic, evaluate, summary_table
+from vidur_ppo.routing.heuristics import make_heuristic
 from vidur_ppo.models import make_model
-from vidur_ppo.train import env_kwargs
+from vidur_ppo.build import env_spec
 
 from conftest import OUTPUTS, PROMPTS
 from test_config import CONF
@@ -53,7 +53,7 @@ def _save(tmp_path, model_opt):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"model={model_opt}", "features=queue"])
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    names = VidurRoutingEnv(**env_kwargs(cfg)).features.names
+    names = env_spec(cfg).make().features.names
     torch.manual_seed(0)
     model = make_model(OmegaConf.to_container(cfg.model), 4, len(names))
     checkpoint.save(tmp_path, {"model": model.state_dict(), "feature_names": list(names)})

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from vidur_ppo.env import VidurRoutingEnv
-from vidur_ppo.features import FEATURE_SETS, make_feature_set
+from vidur_ppo.routing.env import VidurRoutingEnv
+from vidur_ppo.routing.features import FEATURE_SETS, make_feature_set
 
 from conftest import OUTPUTS, PROMPTS
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vidur_ppo.heuristics import HEURISTICS, make_heuristic
+from vidur_ppo.routing.heuristics import HEURISTICS, make_heuristic
 
 # columns: waiting, running, prefill_left, decode_left, kv_usage, oldest_wait
 STATE = np.array(
@@ -64,7 +64,7 @@ def _sita_obs(decode, replicas=STATE):
 
 
 def test_sita_e_cutoff_gives_the_long_pool_its_share_of_output_tokens():
-    from vidur_ppo.heuristics import SITAE
+    from vidur_ppo.routing.heuristics import SITAE
 
     h = SITAE(long_fraction=0.25)
     h.reset(0)
@@ -79,13 +79,13 @@ def test_sita_e_cutoff_gives_the_long_pool_its_share_of_output_tokens():
 
 @pytest.mark.parametrize("replicas,pool", [(2, 1), (4, 1), (8, 2), (16, 4)])
 def test_sita_e_pool_size_scales_with_the_cluster(replicas, pool):
-    from vidur_ppo.heuristics import SITAE, long_pool_size
+    from vidur_ppo.routing.heuristics import SITAE, long_pool_size
 
     assert SITAE().pool_size(replicas) == long_pool_size(replicas, 0.25) == pool
 
 
 def test_sita_e_rejects_a_bad_fraction():
-    from vidur_ppo.heuristics import SITAE
+    from vidur_ppo.routing.heuristics import SITAE
 
     with pytest.raises(ValueError, match="long_fraction"):
         SITAE(long_fraction=1.0)
@@ -94,7 +94,8 @@ def test_sita_e_rejects_a_bad_fraction():
 def test_sita_e_beats_round_robin_on_a_real_heavy_simulation():
     """The size split's point: long decodes stop slowing every batch, so the E2E tail shrinks
     (a small real vidur run at heavy load, same trace for both)."""
-    from vidur_ppo.env import DEFAULT_WORKLOAD, VidurRoutingEnv, run_episode
+    from vidur_ppo.routing.env import VidurRoutingEnv, run_episode
+    from vidur_ppo.workloads import DEFAULT_WORKLOAD
 
     env = VidurRoutingEnv(workload={**DEFAULT_WORKLOAD, "num_requests": 600})
     rr = run_episode(env, make_heuristic("round_robin"), seed=100000)

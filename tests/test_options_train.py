@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from vidur_ppo.config import register_configs, smoke_overrides
+from vidur_ppo.config import register_configs
 from vidur_ppo.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -21,8 +21,8 @@ CASES = [
     ["reward=soft_logistic", "model=attn_gru"], ["model=attn_gru", "features=full", "ppo.vector_mode=policy_workers"], ["model=attn_gru", "model.share_encoder=false", "model.gated=true"],
     ["ppo=adaptive", "bc.enabled=true"], ["ppo=adaptive", "ppo.entropy_schedule=target_entropy", "ppo.target_entropy=0.5",
                                           "ppo.kl_adapt_lr=true"],
-    ["experiment=headline", "bc.enabled=true"], ["experiment=headline", "ppo.credit=decision"],
-    ["ppo.credit=decision", "ppo.vector_mode=policy_workers"],
+    ["experiment=headline", "bc.enabled=true"], ["experiment=headline", "reward.credit=decision"],
+    ["reward.credit=decision", "ppo.vector_mode=policy_workers"],
 ]
 
 
@@ -32,9 +32,8 @@ def test_option_trains_a_few_updates(overrides, tmp_path):
         base = [] if "bc.enabled=true" in overrides else ["bc.enabled=false"]
         if not any(o.startswith("ppo.vector_mode") for o in overrides):
             base.append("ppo.vector_mode=sync")
-        cfg = compose(config_name="config", overrides=overrides + base + ["smoke=true", "ppo.num_updates=3",
+        cfg = compose(config_name="config", overrides=overrides + base + ["debug=smoke", "ppo.num_updates=3",
                                                                    "eval.baselines=[round_robin]", "logger.progress=false"])
-    smoke_overrides(cfg, explicit={"ppo.num_updates"})
     objective = run(cfg, tmp_path)
     assert objective > 0
     with (tmp_path / "metrics.csv").open() as f:

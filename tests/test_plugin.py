@@ -11,13 +11,14 @@ from omegaconf import OmegaConf
 
 from vidur_ppo import checkpoint
 from vidur_ppo.config import register_configs
-from vidur_ppo.env import VidurRoutingEnv
-from vidur_ppo.evaluate import TorchPolicy, load_policy
+from vidur_ppo.routing.env import VidurRoutingEnv
+from vidur_ppo.checkpoint import load_policy
+from vidur_ppo.eval.paired import TorchPolicy
 from vidur_ppo.models import make_model
 from vidur_ppo.plugin import PolicyGlobalSchedulerConfig
 from vidur_ppo.sim import metrics
 from vidur_ppo.sim.driver import run_vidur
-from vidur_ppo.train import env_kwargs
+from vidur_ppo.build import env_spec
 
 from test_config import CONF
 
@@ -30,7 +31,7 @@ def _checkpoint(tmp_path):
                                                         "workload.num_requests=80", "workload.qps=18"])
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     torch.manual_seed(3)
-    names = VidurRoutingEnv(**env_kwargs(cfg)).features.names
+    names = env_spec(cfg).make().features.names
     model = make_model(OmegaConf.to_container(cfg.model), 3, len(names))
     checkpoint.save(tmp_path, {"model": model.state_dict(), "feature_names": list(names)})
     return cfg
@@ -38,7 +39,7 @@ def _checkpoint(tmp_path):
 
 def test_plugin_in_vidurs_simulator_matches_the_env(tmp_path):
     cfg = _checkpoint(tmp_path)
-    env = VidurRoutingEnv(**env_kwargs(cfg))
+    env = env_spec(cfg).make()
     trace = env.workload.generate(100_000)
     policy, _ = load_policy(tmp_path)
     obs, _ = env.reset(options={"trace": trace})

@@ -4,12 +4,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from vidur_ppo.env import make_vector_env
+from vidur_ppo.ppo.vector import make_vector_env
 from vidur_ppo.models import make_model
-from vidur_ppo.ppo.buffer import RolloutBuffer, compute_gae
+from vidur_ppo.ppo.buffer import compute_gae
+from vidur_ppo.ppo.config import PPOConfig
 from vidur_ppo.ppo.loss import ppo_loss
+from vidur_ppo.ppo.samplers import VectorEnvSampler
 from vidur_ppo.ppo.trainer import PPOTrainer
 
 from conftest import OUTPUTS, PROMPTS
@@ -36,36 +37,25 @@ SMALL = {"cluster": {"num_replicas": 3}, "workload": {"kind": "synthetic", "num_
          "features": {"name": "legacy"}, "reward": {"name": "legacy_hybrid"}}
 
 
-def _small_trainer(tmp_path, steps=24, envs=2):
-    cfg = OmegaConf.create({"ppo": {"rollout_steps": steps, "num_updates": 1, "epochs": 1, "minibatches": 2,
-                                    "seq_len": 8, "gamma": 0.95, "gae_lambda": 0.9, "clip": 0.15,
-                                    "entropy_coef": 0.02, "value_coef": 0.5, "clip_value": False,
-                                    "max_grad_norm": 0.5, "norm_adv": True}, "checkpoint_every": 100})
+def _small_trainer(steps=24, envs=2):
+    cfg = PPOConfig(num_envs=envs, rollout_steps=steps, num_updates=1, epochs=1, minibatches=2, seq_len=8, gamma=0.95,
+                    gae_lambda=0.9, clip=0.15, entropy_coef=0.02, value_coef=0.5, clip_value=False, max_grad_norm=0.5,
+                    norm_adv=True)
     venv = make_vector_env(envs, mode="sync", autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **SMALL)
     torch.manual_seed(0)
     model = make_model({"name": "gru", "actor_hidden": 32, "actor_layers": 2, "critic_hidden": 32,
                         "critic_layers": 2, "value_norm": True}, 3, 2)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    class NullLogger:
-        def log(self, row):
-            self.row = row
-
-    trainer = PPOTrainer(cfg, venv, model, opt, NullLogger(), tmp_path, np.random.default_rng(0), seed_limit=1000)
-    return trainer, venv, model
+    trainer = PPOTrainer(cfg, model, opt, np.random.default_rng(0), seed_limit=1000)
+    return trainer, VectorEnvSampler(venv, model), model
 
 
-def test_minibatch_chunks_reproduce_rollout_logprobs(tmp_path):
-    trainer, venv, model = _small_trainer(tmp_path)
-    obs = trainer._reset_envs()
-    trainer._ep_return = np.zeros(2)
-    state, starts = model.initial_state(2), torch.ones(2)
-    buf = RolloutBuffer(24, 2, obs["features"].shape[1:], state)
-    stats = {"time_env": 0.0, "time_policy": 0.0, "returns": [], "episodes": [], "reward_parts": {}}
-    trainer.collect(obs, state, starts, buf, stats)
-    venv.close()
+def test_minibatch_chunks_reproduce_rollout_logprobs():
+    trainer, sampler, model = _small_trainer()
+    sampler.reset(trainer.episode_seeds(2))
+    buf = trainer.buffer(sampler.collect(model, 24))
+    sampler.close()
     assert buf.dones.sum() >= 1  # an episode boundary inside the rollout (20-request episodes)
-    buf.finish(torch.zeros(2), 0.95, 0.9)
     seen = 0
     for mb in buf.chunks(8, 2, np.random.default_rng(1)):
         with torch.no_grad():
@@ -77,19 +67,19 @@ def test_minibatch_chunks_reproduce_rollout_logprobs(tmp_path):
     assert seen == 48
 
 
-def test_trainer_update_logs_and_guards_nan(tmp_path):
+def test_trainer_update_logs_and_guards_nan():
     from vidur_ppo.ppo.trainer import TrainingDiverged
 
-    trainer, venv, model = _small_trainer(tmp_path)
-    trainer.save = lambda: None
-    trainer.run()
-    row = trainer.logger.row
+    trainer, sampler, model = _small_trainer()
+    rows = []
+    trainer.fit(sampler, rows.append, save=lambda: None, checkpoint_every=100)
+    row = rows[-1]
     assert row["update"] == 1 and np.isfinite(row["policy_loss"]) and row["entropy"] > 0
     trainer.ppo.num_updates = 2
     trainer.loss_fn = lambda *a, **k: (torch.tensor(float("nan"), requires_grad=True), {})
     with pytest.raises(TrainingDiverged, match="non-finite loss .* update 2"):
-        trainer.run()
-    venv.close()
+        trainer.fit(sampler, rows.append, save=lambda: None, checkpoint_every=100)
+    sampler.close()
 
 
 def test_loss_clips_the_ratio():

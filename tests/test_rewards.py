@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vidur_ppo.rewards import Step, make_reward
+from vidur_ppo.routing.rewards import Step, make_reward
 
 STATE = np.zeros((4, 6))
 STATE[:, 1] = [2, 2, 2, 2]  # running: perfectly balanced

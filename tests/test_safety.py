@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vidur_ppo.env import VidurRoutingEnv
+from vidur_ppo.routing.env import VidurRoutingEnv
 
 from conftest import OUTPUTS, PROMPTS
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vidur_ppo.stats import mean_ci, paired_diff_ci
+from vidur_ppo.eval.stats import mean_ci, paired_diff_ci
 
 
 def test_mean_ci_by_hand():

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 HERE = Path(__file__).resolve().parent
-TINY = ["smoke=true", "bc.enabled=false", "ppo.vector_mode=sync", "eval.baselines=[round_robin]",
+TINY = ["debug=smoke", "bc.enabled=false", "ppo.vector_mode=sync", "eval.baselines=[round_robin]",
         "logger.progress=false", "ppo.num_updates=1"]
 
 
@@ -53,7 +53,7 @@ def test_multirun_aggregates_into_one_table(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     (sweep / "2").mkdir()  # a crashed run: config written, no evaluation
     (sweep / "2" / "config.yaml").write_text((sweep / "0" / "config.yaml").read_text())
-    agg = subprocess.run([sys.executable, "-m", "vidur_ppo.aggregate", str(sweep), "--by", "ppo.name",
+    agg = subprocess.run([sys.executable, "-m", "vidur_ppo.eval.aggregate", str(sweep), "--by", "ppo.name",
                           "--out", str(tmp_path / "table.md")], capture_output=True, text=True, timeout=120)
     assert agg.returncode == 0, agg.stderr
     table = (tmp_path / "table.md").read_text()

@@ -20,7 +20,7 @@ def _updates(run_dir: Path):
 
 def test_smoke_run_with_wandb_offline_writes_everything(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    out = subprocess.run(TRAIN + ["smoke=true", "logger=wandb", f"hydra.run.dir={tmp_path}"],
+    out = subprocess.run(TRAIN + ["debug=smoke", "logger=wandb", f"hydra.run.dir={tmp_path}"],
                          capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     for name in ("metrics.csv", "events.csv", "eval.csv", "report.md", "checkpoint.pt", "config.yaml", "features.json"):
@@ -33,7 +33,7 @@ def test_smoke_run_with_wandb_offline_writes_everything(tmp_path):
 
 
 def test_kill_9_and_resume_writes_every_row_once(tmp_path):
-    args = TRAIN + ["smoke=true", "ppo.num_updates=6", "checkpoint_every=2", "bc.enabled=false",
+    args = TRAIN + ["debug=smoke", "ppo.num_updates=6", "checkpoint_every=2", "bc.enabled=false",
                     f"hydra.run.dir={tmp_path}"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 240

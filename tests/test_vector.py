@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from vidur_ppo.env import make_vector_env
-from vidur_ppo.vector import GroupedAsyncVectorEnv
+from vidur_ppo.ppo.vector import make_vector_env
+from vidur_ppo.ppo.vector import GroupedAsyncVectorEnv
 
 from conftest import OUTPUTS, PROMPTS
 

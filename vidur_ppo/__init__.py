@@ -3,6 +3,6 @@
 import gymnasium as _gym
 
 if "VidurRouting-v0" not in _gym.registry:
-    _gym.register(id="VidurRouting-v0", entry_point="vidur_ppo.env:VidurRoutingEnv")
+    _gym.register(id="VidurRouting-v0", entry_point="vidur_ppo.routing.env:VidurRoutingEnv")
 
 __version__ = "0.1.0"

@@ -18,7 +18,6 @@ feature code), so it makes the same decisions as the policy does in `VidurRoutin
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
-import numpy as np
 from vidur.config import BaseGlobalSchedulerConfig
 from vidur.entities import Request
 from vidur.logger import init_logger
@@ -28,6 +27,7 @@ from vidur.types import BaseIntEnum, ReplicaId
 
 from vidur_ppo.sim import cluster as _cluster  # noqa: F401 - applies the compat fixes, registers our keys
 from vidur_ppo.sim import predictor as _predictor  # noqa: F401 - registers the offline roofline predictor
+from vidur_ppo.routing.env import request_vector
 from vidur_ppo.sim.driver import replica_state
 
 logger = init_logger("vidur.vidur_ppo.plugin")  # under vidur's logger, so its CLI shows it
@@ -52,15 +52,18 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
 
     def __init__(self, config, replicas) -> None:
         super().__init__(config, replicas)
-        from vidur_ppo.evaluate import load_policy
-        from vidur_ppo.features import make_feature_set
-        from omegaconf import OmegaConf
+        from vidur_ppo.build import env_spec
+        from vidur_ppo.checkpoint import load_policy
+        from vidur_ppo.routing.env import length_noise_factors
+        from vidur_ppo.routing.features import make_feature_set
 
         gs = config.cluster_config.global_scheduler_config
         if not gs.checkpoint:
             raise ValueError("the ppo global scheduler needs --policy_global_scheduler_config_checkpoint <run dir>")
         self.policy, run_cfg = load_policy(gs.checkpoint, deterministic=gs.deterministic)
-        self.features = make_feature_set(OmegaConf.to_container(run_cfg.features, resolve=True))
+        spec = env_spec(run_cfg)  # the run's own features and length noise, as the env builds them
+        self.features = make_feature_set(spec.features)
+        self.noise = length_noise_factors(spec.length_noise, 0, 1 << 16)  # per request id
         self.policy.reset()
         self.features.reset()
         self._ordered = [self._replica_schedulers[ReplicaId(i)] for i in range(self._num_replicas)]
@@ -75,7 +78,7 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
             request = self._request_queue.pop(0)
             self._requests[request.id] = request
             state = replica_state(self._ordered, self._requests, now, mapping)
-            req = np.array([request.num_prefill_tokens, request.num_decode_tokens], dtype=np.float32)
+            req = request_vector(request, self.noise)
             action = self.policy({"features": self.features(state, req, now)})
             mapping.append((ReplicaId(int(action)), request))
         return mapping

@@ -10,11 +10,13 @@ runs on 2 or 8. The critic shares the encoder (a light head) or has its own copy
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
+from vidur_ppo.checks import check, positive
 from vidur_ppo.models.gru import run_gru
 from vidur_ppo.models.value_norm import ValueNorm
 
@@ -65,12 +67,34 @@ class Encoder(nn.Module):
         return x, ctx, h
 
 
+@dataclass
+class AttnGRUModelConfig:
+    """Cross-replica attention + GRU over time, per-replica scores."""
+
+    name: str = "attn_gru"
+    embed_dim: int = 64
+    heads: int = 4
+    attn_layers: int = 1
+    gru_hidden: int = 128
+    gated: bool = False
+    share_encoder: bool = True
+    critic_hidden_size: int = 64
+    critic_layers: int = 0  # 0: a single Linear on the shared encoding
+    value_norm: bool = True
+
+    def __post_init__(self) -> None:
+        positive(self, "model", "embed_dim", "heads", "gru_hidden", "critic_hidden_size")
+        check(self.embed_dim % self.heads == 0, "model.heads", f"must divide model.embed_dim={self.embed_dim}", self.heads)
+        check(self.attn_layers >= 0 and self.critic_layers >= 0, "model.attn_layers/critic_layers", "must be >= 0",
+              (self.attn_layers, self.critic_layers))
+
+
 class AttnGRUActorCritic(nn.Module):
-    def __init__(self, num_replicas: int, num_features: int, embed_dim: int = 64, heads: int = 4,
-                 attn_layers: int = 1, gru_hidden: int = 128, share_encoder: bool = True,
-                 critic_hidden_size: int = 64, critic_layers: int = 0, gated: bool = False,
-                 value_norm: bool = True, **_) -> None:
+    def __init__(self, cfg: AttnGRUModelConfig, num_replicas: int, num_features: int) -> None:
         super().__init__()
+        embed_dim, heads, attn_layers, gru_hidden = cfg.embed_dim, cfg.heads, cfg.attn_layers, cfg.gru_hidden
+        share_encoder, critic_hidden_size, critic_layers = cfg.share_encoder, cfg.critic_hidden_size, cfg.critic_layers
+        gated, value_norm = cfg.gated, cfg.value_norm
         self.num_features = num_features
         self.encoder = Encoder(num_features, embed_dim, heads, attn_layers, gru_hidden, gated)
         self.critic_encoder = None if share_encoder else Encoder(num_features, embed_dim, heads, attn_layers, gru_hidden, gated)

@@ -7,11 +7,13 @@ on another one (the attention model in a later option does not have this limit).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Tuple
 
 import torch
 from torch import nn
 
+from vidur_ppo.checks import positive
 from vidur_ppo.models.value_norm import ValueNorm
 
 State = Tuple[torch.Tensor, torch.Tensor]
@@ -33,10 +35,27 @@ def run_gru(gru: nn.GRU, x: torch.Tensor, h: torch.Tensor, starts: torch.Tensor)
     return torch.cat(outs) if len(outs) > 1 else outs[0], h
 
 
+@dataclass
+class GRUModelConfig:
+    """Legacy separate actor/critic GRUs over the flattened replica features."""
+
+    name: str = "gru"
+    actor_hidden: int = 320
+    actor_layers: int = 3
+    critic_hidden: int = 384
+    critic_layers: int = 4
+    value_norm: bool = True
+
+    def __post_init__(self) -> None:
+        positive(self, "model", "actor_hidden", "actor_layers", "critic_hidden", "critic_layers")
+
+
 class LegacyGRUActorCritic(nn.Module):
-    def __init__(self, num_replicas: int, num_features: int, actor_hidden: int = 320, actor_layers: int = 3,
-                 critic_hidden: int = 384, critic_layers: int = 4, value_norm: bool = True, **_) -> None:
+    def __init__(self, cfg: GRUModelConfig, num_replicas: int, num_features: int) -> None:
         super().__init__()
+        actor_hidden, actor_layers, critic_hidden, critic_layers = (cfg.actor_hidden, cfg.actor_layers,
+                                                                    cfg.critic_hidden, cfg.critic_layers)
+        value_norm = cfg.value_norm
         self.num_replicas, self.num_features = num_replicas, num_features
         d = num_replicas * num_features
         self.actor_gru = nn.GRU(d, actor_hidden, actor_layers)

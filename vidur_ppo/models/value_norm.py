@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vidur_ppo.running_moments import merge_moments
+
 
 class ValueNorm(nn.Module):
     """Tracks mean/variance of the returns it is fed (Welford, over all updates so far)."""
@@ -23,14 +25,10 @@ class ValueNorm(nn.Module):
         if not self.enabled:
             return
         x = x.detach().double().flatten()
-        n, m, v = x.numel(), x.mean(), x.var(unbiased=False)
-        total = self.count + n
-        delta = m - self.mean
-        new_mean = self.mean + delta * n / total
-        m2 = self.var * self.count + v * n + delta**2 * self.count * n / total
-        self.mean.copy_(new_mean)
-        self.var.copy_(m2 / total)
-        self.count.copy_(total)
+        mean, var, count = merge_moments(self.mean, self.var, self.count, x.mean(), x.var(unbiased=False), x.numel())
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.count.copy_(count)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled or self.count == 0:

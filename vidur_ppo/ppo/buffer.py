@@ -8,10 +8,13 @@ exactly the history it saw at rollout time (CleanRL's LSTM PPO does the same per
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterator, Sequence, Tuple
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from vidur_ppo.ppo.rollout import RolloutBatch
 
 
 def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor,
@@ -44,16 +47,13 @@ class RolloutBuffer:
         self.advantages = torch.zeros((steps, envs))
         self.returns = torch.zeros((steps, envs))
 
-    def add(self, t: int, feats, state, starts, actions, logp, values, rewards, dones) -> None:
-        self.feats[t] = feats
-        for buf, s in zip(self.states, state):
-            buf[t] = s
-        self.starts[t] = starts
-        self.actions[t] = actions
-        self.logp[t] = logp
-        self.values[t] = values
-        self.rewards[t] = rewards
-        self.dones[t] = dones
+    @classmethod
+    def from_batch(cls, batch: "RolloutBatch", rewards: torch.Tensor) -> "RolloutBuffer":
+        """A rollout's tensors with the rewards PPO learns from (after credit and normalisation)."""
+        buf = cls(*batch.rewards.shape, batch.feats.shape[2:], tuple(s[0] for s in batch.states))
+        buf.feats, buf.starts, buf.actions, buf.logp = batch.feats, batch.starts, batch.actions, batch.logp
+        buf.values, buf.dones, buf.states, buf.rewards = batch.values, batch.dones, batch.states, rewards
+        return buf
 
     def finish(self, last_value: torch.Tensor, gamma: float, lam: float) -> None:
         self.advantages, self.returns = compute_gae(self.rewards, self.values, self.dones, last_value, gamma, lam)

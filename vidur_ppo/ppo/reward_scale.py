@@ -8,6 +8,8 @@ from typing import Dict
 
 import numpy as np
 
+from vidur_ppo.running_moments import merge_moments
+
 
 class RewardScaler:
     def __init__(self, num_envs: int, gamma: float, enabled: bool = True, eps: float = 1e-8) -> None:
@@ -24,12 +26,8 @@ class RewardScaler:
         return reward / np.sqrt(self.var + self.eps)
 
     def _update(self, x: np.ndarray) -> None:
-        n, m, v = x.size, float(x.mean()), float(x.var())
-        total = self.count + n
-        delta = m - self.mean
-        self.mean += delta * n / total
-        self.var = (self.var * self.count + v * n + delta**2 * self.count * n / total) / total
-        self.count = total
+        self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, float(x.mean()),
+                                                        float(x.var()), x.size)
 
     def state_dict(self) -> Dict[str, float]:
         return {"mean": self.mean, "var": self.var, "count": self.count}

@@ -5,24 +5,30 @@
 - KL: an adaptive penalty coefficient (doubled above 1.5x target, halved below target/1.5, as
   RLlib's PPO does), an early stop of the epoch's minibatches past `early_stop_factor` x target
   (as SB3 does), and optional learning-rate adaptation from the KL;
-- fading behaviour cloning: the weight of a supervised loss on demonstrations, linearly to 0.
+(fading behaviour cloning's weight lives with BC, in ppo/bc.py). Option names are checked once,
+by `PPOConfig`'s enums.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vidur_ppo.ppo.config import PPOConfig
 
 
 class EntropySchedule:
     def __init__(self, kind: str = "constant", start: float = 0.02, end: float = 0.0, decay_updates: int = 1,
                  target: float | None = None, lr: float = 0.05, min_coef: float = 1e-5, max_coef: float = 1.0) -> None:
-        if kind not in ("constant", "linear", "exponential", "target_entropy"):
-            raise ValueError(f"entropy schedule {kind!r}: choose constant, linear, exponential or target_entropy")
-        if kind == "target_entropy" and target is None:
-            raise ValueError("entropy schedule target_entropy needs ppo.target_entropy")
         self.kind, self.start, self.end, self.decay = kind, float(start), float(end), max(int(decay_updates), 1)
         self.target, self.lr, self.min, self.max = target, float(lr), float(min_coef), float(max_coef)
         self.coef = self.start
+
+    @classmethod
+    def from_config(cls, p: "PPOConfig") -> "EntropySchedule":
+        return cls(p.entropy_schedule, p.entropy_coef, p.entropy_end, p.entropy_decay_updates or p.num_updates,
+                   p.target_entropy, p.entropy_lr)
 
     def value(self, update: int) -> float:
         p = min(update / self.decay, 1.0)
@@ -48,10 +54,12 @@ class EntropySchedule:
 class KLController:
     def __init__(self, mode: str = "none", target: float = 0.1, coef: float = 0.2, early_stop_factor: float = 1.5,
                  adapt_lr: bool = False, lr_bounds: tuple = (1e-5, 1e-2)) -> None:
-        if mode not in ("none", "penalty", "early_stop", "both"):
-            raise ValueError(f"kl_control {mode!r}: choose none, penalty, early_stop or both")
         self.mode, self.target, self.coef = mode, float(target), float(coef)
         self.factor, self.adapt_lr, self.lr_bounds = float(early_stop_factor), adapt_lr, lr_bounds
+
+    @classmethod
+    def from_config(cls, p: "PPOConfig") -> "KLController":
+        return cls(p.kl_control, p.target_kl, p.kl_coef, p.early_stop_factor, p.kl_adapt_lr)
 
     @property
     def penalty(self) -> float:
@@ -82,10 +90,3 @@ class KLController:
 
     def load_state_dict(self, s):
         self.coef = s["coef"]
-
-
-def bc_weight(coef: float, fade_updates: int, update: int) -> float:
-    """Fading BC: `coef` at update 0, linearly to 0 at `fade_updates` (0 = off)."""
-    if coef <= 0 or fade_updates <= 0:
-        return 0.0
-    return coef * max(0.0, 1.0 - update / fade_updates)

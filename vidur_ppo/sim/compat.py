@@ -6,7 +6,7 @@ shows the upstream failure with the fix switched off. Runtime patches are applie
 ours exists.
 
 Traps handled elsewhere (they need no patch of vidur itself):
-- `lor` counts only waiting requests: kept faithful in `vidur_ppo.heuristics.LOR`; JSQ is the
+- `lor` counts only waiting requests: kept faithful in `vidur_ppo.routing.heuristics.LOR`; JSQ is the
   fair "least outstanding" baseline.
 - Poisson gaps clipped at 3/qps, fixed prompt:decode split, trace-replay rescaling:
   `vidur_ppo.sim.workload` generates requests itself.

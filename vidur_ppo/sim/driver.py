@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from enum import IntEnum
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,15 +31,18 @@ from vidur_ppo.sim import compat, metrics
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.workload import Trace
 
-#: Columns of `SimDriver.replica_state()`, one row per replica.
-REPLICA_STATE_COLUMNS = (
-    "waiting",  # requests queued at the replica (vidur's num_pending_requests) + same-instant assignments
-    "running",  # requests holding KV cache (admitted, not finished)
-    "prefill_tokens_left",  # prompt tokens still to process, waiting + running
-    "decode_tokens_left",  # output tokens still to generate, waiting + running
-    "kv_usage",  # fraction of KV blocks allocated
-    "oldest_wait",  # seconds the oldest waiting request has waited (0 if none)
-)
+class ReplicaColumn(IntEnum):
+    """Columns of `SimDriver.replica_state()`, one row per replica: the one map every reader uses."""
+
+    waiting = 0  # requests queued at the replica (vidur's num_pending_requests) + same-instant assignments
+    running = 1  # requests holding KV cache (admitted, not finished)
+    prefill_tokens_left = 2  # prompt tokens still to process, waiting + running
+    decode_tokens_left = 3  # output tokens still to generate, waiting + running
+    kv_usage = 4  # fraction of KV blocks allocated
+    oldest_wait = 5  # seconds the oldest waiting request has waited (0 if none)
+
+
+REPLICA_STATE_COLUMNS = tuple(c.name for c in ReplicaColumn)
 
 
 class SimulationError(RuntimeError):
@@ -215,16 +219,16 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
             pre += left_pre
             dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
         row = out[i]
-        row[0] = len(waiting)
-        row[1] = len(rs._allocation_map)
-        row[2] = pre
-        row[3] = dec
-        row[4] = rs._num_allocated_blocks / rs._cache_config.num_blocks
-        row[5] = oldest
+        row[ReplicaColumn.waiting] = len(waiting)
+        row[ReplicaColumn.running] = len(rs._allocation_map)
+        row[ReplicaColumn.prefill_tokens_left] = pre
+        row[ReplicaColumn.decode_tokens_left] = dec
+        row[ReplicaColumn.kv_usage] = rs._num_allocated_blocks / rs._cache_config.num_blocks
+        row[ReplicaColumn.oldest_wait] = oldest
     for rid, r in decisions:
-        out[rid.id, 0] += 1
-        out[rid.id, 2] += r.num_prefill_tokens
-        out[rid.id, 3] += r.num_decode_tokens
+        out[rid.id, ReplicaColumn.waiting] += 1
+        out[rid.id, ReplicaColumn.prefill_tokens_left] += r.num_prefill_tokens
+        out[rid.id, ReplicaColumn.decode_tokens_left] += r.num_decode_tokens
     return out
 
 

@@ -13,16 +13,88 @@ decides, which no routing decision can change).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vidur_ppo.registry import lookup, split_spec
-from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS
+from vidur_ppo.checks import StrEnum, check, choice, positive, unit
+from vidur_ppo.registry import build, typed_config
+from vidur_ppo.sim.driver import ReplicaColumn
 
-COL = {name: i for i, name in enumerate(REPLICA_STATE_COLUMNS)}
-LATENCY_METRICS = ("e2e", "e2e_per_token")
+
+
+class LatencyMetric(StrEnum):
+    e2e = "e2e"
+    e2e_per_token = "e2e_per_token"
+
+
+class Credit(StrEnum):
+    """Where a request's latency reward lands (routing/credit.py): at the decision current when it
+    completes, or at the decision that routed it."""
+
+    completion = "completion"
+    decision = "decision"
+
+
+@dataclass
+class RewardConfig:
+    """What every reward shares: the latency metric, component weights, the clip, and the credit."""
+
+    name: str = "soft_logistic"
+    latency_metric: LatencyMetric = LatencyMetric.e2e_per_token
+    latency_threshold: float = 0.05
+    weights: Dict[str, float] = field(default_factory=lambda: {"latency": 1.0, "throughput": 0.5, "imbalance": 0.2})
+    clip: float = 8.0
+    credit: Credit = Credit.completion  # decision: -(E2E / SLO) ** decision_power at the routing decision
+    decision_power: float = 2.0
+
+    def __post_init__(self) -> None:
+        positive(self, "reward", "latency_threshold", "clip", "decision_power")
+        choice(self, "reward", "latency_metric", LatencyMetric)
+        choice(self, "reward", "credit", Credit)
+        unknown = set(self.weights) - {"latency", "throughput", "imbalance"}
+        check(not unknown, "reward.weights", "has unknown components (latency, throughput, imbalance)", sorted(unknown))
+
+
+@dataclass
+class LegacyHybridRewardConfig(RewardConfig):
+    name: str = "legacy_hybrid"
+    latency_metric: LatencyMetric = LatencyMetric.e2e
+    latency_threshold: float = 8.0
+    latency_penalty_slope: float = 20.0
+    weights: Dict[str, float] = field(default_factory=lambda: {"latency": 4.0, "throughput": 0.5, "imbalance": 1.0})
+    clip: float = 4.0
+    throughput_scale_tokens: float = 1000.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self, "reward", "latency_penalty_slope", "throughput_scale_tokens")
+
+
+@dataclass
+class SoftLogisticRewardConfig(RewardConfig):
+    name: str = "soft_logistic"
+    bonus: float = 4.0
+    penalty_max: float = 6.0
+    penalty_center: float = 1.2
+    penalty_slope: float = 8.0
+    throughput_band: float = 0.1
+    throughput_penalty_slope: float = 5.0
+    throughput_penalty_cap: float = 1.0
+    window_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self, "reward", "penalty_max", "penalty_slope", "window_s")
+        check(self.bonus >= 0, "reward.bonus", "must be >= 0", self.bonus)
+        unit(self, "reward", "throughput_band")
+
+
+@dataclass
+class PiecewiseRewardConfig(SoftLogisticRewardConfig):
+    name: str = "piecewise"
+    penalty_slope: float = 10.0
 
 
 @dataclass
@@ -49,7 +121,7 @@ def latency_ratio(completed: Sequence[Any], metric: str, threshold: float) -> np
 
 def imbalance_cv(state: np.ndarray) -> float:
     """Coefficient of variation of outstanding requests across replicas (0 = balanced)."""
-    outstanding = state[:, COL["waiting"]] + state[:, COL["running"]]
+    outstanding = state[:, ReplicaColumn.waiting] + state[:, ReplicaColumn.running]
     mean = outstanding.mean()
     return float(outstanding.std() / mean) if mean > 0 else 0.0
 
@@ -77,16 +149,14 @@ class LegacyHybridReward(Reward):
 
     components = ("latency", "throughput", "imbalance")
 
-    def __init__(self, latency_threshold: float = 8.0, latency_penalty_slope: float = 20.0,
-                 weights: Mapping[str, float] | None = None, clip: float = 4.0,
-                 throughput_scale_tokens: float = 1000.0, latency_metric: str = "e2e", **_: Any) -> None:
-        self.latency_threshold = float(latency_threshold)
-        self.slope = float(latency_penalty_slope)
-        w = {"latency": 4.0, "throughput": 0.5, "imbalance": 1.0, **dict(weights or {})}
-        self.weights = {k: float(w[k]) for k in self.components}
-        self.clip = float(clip)
-        self.throughput_scale = float(throughput_scale_tokens)
-        self.latency_metric = latency_metric
+    def __init__(self, cfg: LegacyHybridRewardConfig) -> None:
+        self.cfg = cfg
+        self.latency_threshold = float(cfg.latency_threshold)
+        self.slope = float(cfg.latency_penalty_slope)
+        self.weights = {k: float(cfg.weights.get(k, 0.0)) for k in self.components}
+        self.clip = float(cfg.clip)
+        self.throughput_scale = float(cfg.throughput_scale_tokens)
+        self.latency_metric = cfg.latency_metric
 
     def latency_term(self, x: np.ndarray) -> np.ndarray:
         return 1.0 - 2.0 * _sigmoid(self.slope * (x - 1.0))
@@ -142,19 +212,16 @@ class SoftLogisticReward(Reward):
 
     components = ("latency", "throughput", "imbalance")
 
-    def __init__(self, latency_threshold: float = 0.05, latency_metric: str = "e2e_per_token",
-                 bonus: float = 4.0, penalty_max: float = 6.0, penalty_center: float = 1.2,
-                 penalty_slope: float = 8.0, throughput_band: float = 0.1, throughput_penalty_slope: float = 5.0,
-                 throughput_penalty_cap: float = 1.0, window_s: float = 30.0,
-                 weights: Mapping[str, float] | None = None, clip: float = 8.0, **_: Any) -> None:
-        self.latency_threshold, self.latency_metric = float(latency_threshold), latency_metric
-        self.bonus, self.penalty_max = float(bonus), float(penalty_max)
-        self.penalty_center, self.penalty_slope = float(penalty_center), float(penalty_slope)
-        self.band, self.tp_slope, self.tp_cap = float(throughput_band), float(throughput_penalty_slope), float(throughput_penalty_cap)
-        w = {"latency": 1.0, "throughput": 0.5, "imbalance": 0.2, **dict(weights or {})}
-        self.weights = {k: float(w[k]) for k in self.components}
-        self.clip = float(clip)
-        self.window = _ThroughputWindow(window_s)
+    def __init__(self, cfg: SoftLogisticRewardConfig) -> None:
+        self.cfg = cfg
+        self.latency_threshold, self.latency_metric = float(cfg.latency_threshold), cfg.latency_metric
+        self.bonus, self.penalty_max = float(cfg.bonus), float(cfg.penalty_max)
+        self.penalty_center, self.penalty_slope = float(cfg.penalty_center), float(cfg.penalty_slope)
+        self.band, self.tp_slope = float(cfg.throughput_band), float(cfg.throughput_penalty_slope)
+        self.tp_cap = float(cfg.throughput_penalty_cap)
+        self.weights = {k: float(cfg.weights.get(k, 0.0)) for k in self.components}
+        self.clip = float(cfg.clip)
+        self.window = _ThroughputWindow(cfg.window_s)
 
     def reset(self) -> None:
         self.window.reset()
@@ -186,22 +253,22 @@ class PiecewiseReward(SoftLogisticReward):
     """Like soft_logistic, but the latency penalty is piecewise-linear past the SLO:
     -penalty_slope * (x - 1) for x > 1 (no saturation at all until the clip)."""
 
-    def __init__(self, penalty_slope: float = 10.0, **kw: Any) -> None:
-        super().__init__(penalty_slope=penalty_slope, **kw)
-
     def latency_term(self, x):
         return self.bonus * np.clip(1.0 - x, 0.0, 1.0) - self.penalty_slope * np.maximum(x - 1.0, 0.0)
 
 
-REWARDS: Dict[str, Callable[..., Reward]] = {
-    "legacy_hybrid": LegacyHybridReward, "soft_logistic": SoftLogisticReward, "piecewise": PiecewiseReward,
+REWARDS: Dict[str, Tuple[type, Callable[..., Reward]]] = {
+    "legacy_hybrid": (LegacyHybridRewardConfig, LegacyHybridReward),
+    "soft_logistic": (SoftLogisticRewardConfig, SoftLogisticReward),
+    "piecewise": (PiecewiseRewardConfig, PiecewiseReward),
 }
 
 
-def make_reward(spec: Mapping[str, Any] | str | None) -> Reward:
-    """Build a reward from `{"name": ..., **params}` (the `reward` config group)."""
-    name, params = split_spec(spec, "legacy_hybrid")
-    cls = lookup(REWARDS, name, "reward")
-    if params.get("latency_metric", "e2e") not in LATENCY_METRICS:
-        raise ValueError(f"reward.latency_metric must be one of {LATENCY_METRICS}, got {params['latency_metric']!r}")
-    return cls(**params)
+def reward_config(spec: RewardConfig | Mapping[str, Any] | str | None) -> RewardConfig:
+    """The typed config of a reward: itself, or built from `{"name": ..., **params}` / a name."""
+    return typed_config(REWARDS, spec, RewardConfig.name, "reward")
+
+
+def make_reward(spec: RewardConfig | Mapping[str, Any] | str | None) -> Reward:
+    """Build a reward from its config (the `reward` config group)."""
+    return build(REWARDS, spec, RewardConfig.name, "reward")

@@ -11,11 +11,35 @@ import csv
 import json
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from vidur_ppo.checks import StrEnum, choice
+
 METRICS_CSV = "metrics.csv"
 EVENTS_CSV = "events.csv"
+
+
+class WandbMode(StrEnum):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "csv"
+    csv: bool = True
+    wandb: bool = False
+    wandb_project: str = "vidur-ppo"
+    wandb_mode: WandbMode = WandbMode.offline  # WANDB_MODE in the environment wins
+    wandb_group: Optional[str] = None
+    tensorboard: bool = False
+    progress: bool = True  # progress bars on stderr
+
+    def __post_init__(self) -> None:
+        choice(self, "logger", "wandb_mode", WandbMode)
 
 
 def _truncate_csv(path: Path, key: str, last: int) -> None:
@@ -100,7 +124,7 @@ class RunLogger:
         try:
             import wandb
 
-            mode = os.environ.get("WANDB_MODE", logger_cfg.wandb_mode)
+            mode = os.environ.get("WANDB_MODE", str(logger_cfg.wandb_mode))
             self.wandb = wandb.init(
                 project=logger_cfg.wandb_project, group=logger_cfg.wandb_group or group, job_type=job_type,
                 tags=[t[:64] for t in (tags or [])][:20] or None, dir=str(self.run_dir),

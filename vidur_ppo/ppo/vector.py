@@ -182,3 +182,28 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
             return
         self._closed = True
         close_workers(self._remotes, self._procs, terminate)
+
+
+def make_vector_env(
+    num_envs: int,
+    mode: str = "grouped",
+    num_workers: int = 2,
+    autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.NEXT_STEP,
+    **env_kwargs: Any,
+) -> gym.vector.VectorEnv:
+    """N independent envs.
+
+    mode: "sync" (one process), "async" (gymnasium, one process per env) or "grouped"
+    (`num_workers` processes, each stepping num_envs/num_workers envs; fastest here, see
+    `vidur_ppo.ppo.vector`).
+    """
+    from vidur_ppo.routing.env import VidurRoutingEnv
+
+    fns = [lambda: VidurRoutingEnv(**env_kwargs) for _ in range(num_envs)]
+    if mode == "sync":
+        return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
+    if mode == "async":
+        return gym.vector.AsyncVectorEnv(fns, shared_memory=False, autoreset_mode=autoreset_mode)
+    if mode == "grouped":
+        return GroupedAsyncVectorEnv(fns, num_workers=min(num_workers, num_envs), autoreset_mode=autoreset_mode)
+    raise ValueError(f"vector env mode={mode!r}; choose sync, async or grouped")

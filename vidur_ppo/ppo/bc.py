@@ -4,7 +4,9 @@ Demonstrations are whole episodes of the teacher heuristic in the training env (
 stored as the model's input features and the teacher's actions. The actor is trained by
 cross-entropy with truncated back-propagation through time: each episode is one long sequence,
 cut into `seq_len` chunks that carry the recurrent state forward (detached), as at rollout time.
-Agreement with the teacher is measured on held-out demonstration episodes.
+Agreement with the teacher is measured on held-out demonstration episodes. During PPO, the same
+demonstrations can anchor the policy through a demonstration loss whose weight fades to 0
+(`FadingBC`, weights `ppo.bc_coef` / `ppo.bc_fade_updates`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidur_ppo.env import VidurRoutingEnv
-from vidur_ppo.heuristics import make_heuristic
+from vidur_ppo.checks import check, positive
+from vidur_ppo.routing.env import VidurRoutingEnv
+from vidur_ppo.routing.heuristics import HEURISTICS, make_heuristic
+
+
+@dataclass
+class BCConfig:
+    enabled: bool = True
+    teacher: str = "jsq"  # any heuristic name
+    episodes: int = 6
+    holdout_episodes: int = 2
+    epochs: int = 25
+    lr: float = 3e-3
+    seq_len: int = 32
+    batch_chunks: int = 32
+
+    def __post_init__(self) -> None:
+        check(self.teacher in HEURISTICS, "bc.teacher", f"must be one of {sorted(HEURISTICS)}", self.teacher)
+        positive(self, "bc", "episodes", "holdout_episodes", "epochs", "lr", "seq_len", "batch_chunks")
 
 
 @dataclass
@@ -122,3 +141,48 @@ def demo_loss(model, demos: Sequence[Demo], seq_len: int, chunks: int, rng: np.r
     starts[0] = 1.0
     logits, _, _ = model(feats, model.initial_state(chunks), starts, with_value=False)
     return F.cross_entropy(logits.flatten(0, 1), actions.flatten(), ignore_index=-100)
+
+
+def bc_weight(coef: float, fade_updates: int, update: int) -> float:
+    """Fading BC: `coef` at update 0, linearly to 0 at `fade_updates` (0 = off)."""
+    if coef <= 0 or fade_updates <= 0:
+        return 0.0
+    return coef * max(0.0, 1.0 - update / fade_updates)
+
+
+@dataclass
+class FadingBC:
+    """The demonstration loss added to PPO's, with a weight that fades over updates."""
+
+    demos: List[Demo]
+    coef: float
+    fade_updates: int
+
+    def weight(self, update: int) -> float:
+        return bc_weight(self.coef, self.fade_updates, update) if self.demos else 0.0
+
+    def loss(self, model, seq_len: int, chunks: int, rng: np.random.Generator) -> torch.Tensor:
+        return demo_loss(model, self.demos, seq_len, chunks, rng)
+
+
+def warm_start(model, env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Generator, seed_limit: int,
+               update_threads: int, progress: Optional[Callable[[int, float], None]] = None):
+    """Behaviour cloning before PPO: demonstrations of the teacher on training seeds, cross-entropy
+    with every core, agreement on held-out episodes. Returns (train demos, result for the log)."""
+    seeds = [int(s) for s in rng.integers(seed_limit, size=cfg.episodes + cfg.holdout_episodes)]
+    demos = collect_demos(env, cfg.teacher, seeds)
+    train, held = demos[: cfg.episodes], demos[cfg.episodes:]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(update_threads)  # no env workers yet
+    try:
+        losses = train_bc(model, train, cfg.epochs, cfg.lr, cfg.seq_len, progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    result = {"teacher": cfg.teacher, "agreement": agreement(model, held), "final_loss": losses[-1],
+              "decisions": int(sum(len(d.actions) for d in train))}
+    return train, result
+
+
+def demonstrations(env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Generator, seed_limit: int) -> List[Demo]:
+    """Fresh training demonstrations (fading BC after a resume, when the warm start's are gone)."""
+    return collect_demos(env, cfg.teacher, [int(s) for s in rng.integers(seed_limit, size=cfg.episodes)])

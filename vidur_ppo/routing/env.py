@@ -9,40 +9,49 @@ raises if any request would be lost). Each `reset(seed)` builds a fresh vidur si
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from vidur_ppo.features import FeatureSet, make_feature_set
-from vidur_ppo.rewards import Reward, Step, make_reward
-from vidur_ppo.safety import SafetyMonitor
+from vidur_ppo.checks import check
+from vidur_ppo.routing.features import FeatureSet, FeaturesConfig, make_feature_set
+from vidur_ppo.routing.rewards import Credit, Reward, RewardConfig, Step, make_reward
+from vidur_ppo.routing.safety import SafetyConfig, SafetyMonitor
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
-from vidur_ppo.sim.workload import SyntheticWorkload, TraceWorkload, make_workload
+from vidur_ppo.workloads import WorkloadConfig, make_workload
 
 ENV_ID = "VidurRouting-v0"
-
-#: The embedded default workload ("chat", heavy load): 4 x Llama-2-7B/A100 (vLLM) serve
-#: chat-like requests with heavy-tailed lengths (lognormal prompts, median 512 tokens, and
-#: outputs, median 128). 24 QPS is about the cluster's capacity (throughput levels off at
-#: 21-23 req/s beyond it); round-robin's E2E P99 is ~6-7x its P50 there. Light load is 8 QPS.
-#: See README "Default scenario" and experiments/sweep_load.py for the sweep behind it.
-CHAT_PREFILL: Dict[str, Any] = {"kind": "lognormal", "median": 512, "sigma": 0.8, "min": 32, "max": 3072}
-CHAT_DECODE: Dict[str, Any] = {"kind": "lognormal", "median": 128, "sigma": 0.9, "min": 8, "max": 1000}
-DEFAULT_WORKLOAD: Dict[str, Any] = {
-    "kind": "synthetic",
-    "num_requests": 1000,
-    "qps": 24.0,
-    "arrival": "poisson",
-    "prefill": CHAT_PREFILL,
-    "decode": CHAT_DECODE,
-}
-LIGHT_QPS = 8.0
-DEFAULT_SLO_E2E = 10.0  # seconds
+DEFAULT_SLO_E2E = 8.0  # seconds: the latency SLO of rewards, the safety monitor and the SLO-violation metric
+EVAL_SEED_BASE = 100_000  # training draws episode seeds below this; held-out evaluation uses seeds from here up
 
 REQUEST_FEATURES = ("prefill_tokens", "decode_tokens")
+
+
+def check_length_noise(sigma: float) -> None:
+    check(sigma >= 0, "length_noise", "must be >= 0", sigma)
+
+
+def length_noise_factors(sigma: float, episode_seed: int, count: int) -> Optional[np.ndarray]:
+    """exp(N(0, sigma^2)) per request of an episode (None for sigma = 0): a length predictor's error."""
+    if sigma <= 0:
+        return None
+    rng = np.random.default_rng([int(episode_seed), 0x5EED])
+    return np.exp(sigma * rng.standard_normal(count))
+
+
+def request_vector(request, noise: Optional[np.ndarray] = None) -> np.ndarray:
+    """What a router is told of an arriving request (`REQUEST_FEATURES`): its prompt length and its
+    output length, the latter times the episode's noise factor for that request when there is one."""
+    out = np.zeros(len(REQUEST_FEATURES), dtype=np.float32)
+    if request is not None:
+        out[0] = request.num_prefill_tokens
+        out[1] = request.num_decode_tokens
+        if noise is not None:
+            out[1] = max(1.0, round(out[1] * noise[request.id % len(noise)]))
+    return out
 
 
 class VidurRoutingEnv(gym.Env):
@@ -53,34 +62,31 @@ class VidurRoutingEnv(gym.Env):
     def __init__(
         self,
         cluster: Union[ClusterSpec, Mapping[str, Any], None] = None,
-        workload: Union[SyntheticWorkload, TraceWorkload, Mapping[str, Any], None] = None,
+        workload: Union[WorkloadConfig, Mapping[str, Any], None] = None,
         slo_e2e: float = DEFAULT_SLO_E2E,
-        reward: Union[Reward, Mapping[str, Any], str, None] = None,
-        features: Union[FeatureSet, Mapping[str, Any], str, None] = None,
+        reward: Union[Reward, RewardConfig, Mapping[str, Any], str, None] = None,
+        features: Union[FeatureSet, FeaturesConfig, Mapping[str, Any], str, None] = None,
         record_token_times: bool = True,
-        seed_limit: int = 100_000,
-        safety: Optional[Mapping[str, Any]] = None,
-        decision_credit: Optional[float] = None,
+        seed_limit: int = EVAL_SEED_BASE,
+        safety: Union[SafetyConfig, Mapping[str, Any], None] = None,
         length_noise: float = 0.0,
     ) -> None:
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
-        if workload is None:
-            workload = DEFAULT_WORKLOAD
-        self.workload = make_workload(workload) if isinstance(workload, Mapping) else workload
+        self.workload = make_workload(workload)
         self.slo_e2e = float(slo_e2e)
-        self.safety = SafetyMonitor.from_mapping(safety, self.slo_e2e)
+        self.safety = SafetyMonitor(SafetyConfig.of(safety), self.slo_e2e)
         self.reward = reward if isinstance(reward, Reward) else make_reward(reward)
         self.features = features if isinstance(features, FeatureSet) else make_feature_set(features)
         self.record_token_times = record_token_times
-        # decision credit (ppo.credit=decision): at an episode's end, info["decision_rewards"][k]
+        # decision credit (reward.credit=decision): at an episode's end, info["decision_rewards"][k]
         # = -(E2E of the k-th routed request / SLO) ** power, for the trainer to put at decision k
-        self.decision_credit = None if decision_credit is None else float(decision_credit)
+        rc = self.reward.cfg
+        self.decision_credit = float(rc.decision_power) if rc.credit == Credit.decision else None
         # what routers are told of a request's output length: exact (vidur traces carry it), or
         # x exp(N(0, sigma^2)) per request, seeded by the episode (a length predictor's error);
         # the simulation always uses the true length
-        if length_noise < 0:
-            raise ValueError(f"length_noise must be >= 0, got {length_noise}")
+        check_length_noise(length_noise)
         self.length_noise = float(length_noise)
         self._noise = None
         self._routed: list = []
@@ -113,9 +119,7 @@ class VidurRoutingEnv(gym.Env):
             self.episode_seed = int(seed if seed is not None else self.np_random.integers(self.seed_limit))
             trace = self.workload.generate(self.episode_seed)
         self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times)
-        if self.length_noise > 0:
-            rng = np.random.default_rng([int(self.episode_seed or 0), 0x5EED])
-            self._noise = np.exp(self.length_noise * rng.standard_normal(len(trace)))
+        self._noise = length_noise_factors(self.length_noise, self.episode_seed or 0, len(trace))
         self.features.reset()
         self.reward.reset()
         self.safety.reset()
@@ -182,13 +186,7 @@ class VidurRoutingEnv(gym.Env):
     # --- helpers -----------------------------------------------------------------------------
 
     def _observe(self) -> Dict[str, np.ndarray]:
-        req = self._request
-        request = np.zeros(len(REQUEST_FEATURES), dtype=np.float32)
-        if req is not None:
-            request[0] = req.num_prefill_tokens
-            request[1] = req.num_decode_tokens
-            if self._noise is not None:
-                request[1] = max(1.0, round(request[1] * self._noise[req.id % len(self._noise)]))
+        request = request_vector(self._request, self._noise)
         return {
             "features": self.features(self._state, request, self.driver.now),
             "replicas": self._state.astype(np.float32),
@@ -204,31 +202,6 @@ class VidurRoutingEnv(gym.Env):
         }
 
 
-def make_vector_env(
-    num_envs: int,
-    mode: str = "grouped",
-    num_workers: int = 2,
-    autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.NEXT_STEP,
-    **env_kwargs: Any,
-) -> gym.vector.VectorEnv:
-    """N independent envs.
-
-    mode: "sync" (one process), "async" (gymnasium, one process per env) or "grouped"
-    (`num_workers` processes, each stepping num_envs/num_workers envs; fastest here, see
-    `vidur_ppo.vector`).
-    """
-    fns = [lambda: VidurRoutingEnv(**env_kwargs) for _ in range(num_envs)]
-    if mode == "sync":
-        return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
-    if mode == "async":
-        return gym.vector.AsyncVectorEnv(fns, shared_memory=False, autoreset_mode=autoreset_mode)
-    if mode == "grouped":
-        from vidur_ppo.vector import GroupedAsyncVectorEnv
-
-        return GroupedAsyncVectorEnv(fns, num_workers=min(num_workers, num_envs), autoreset_mode=autoreset_mode)
-    raise ValueError(f"vector env mode={mode!r}; choose sync, async or grouped")
-
-
 def run_episode(env: VidurRoutingEnv, policy, seed: Optional[int] = None, trace=None) -> Dict[str, float]:
     """Run one whole episode with `policy(obs) -> action` (heuristics included); returns metrics."""
     options = {"trace": trace, "episode_seed": seed} if trace is not None else None
@@ -239,19 +212,3 @@ def run_episode(env: VidurRoutingEnv, policy, seed: Optional[int] = None, trace=
         obs, _, terminated, truncated, info = env.step(policy(obs))
         if terminated or truncated:
             return info["episode_metrics"]
-
-
-def evaluate_heuristics(
-    names: Sequence[str], cluster=None, workload=None, seeds: Sequence[int] = (0,), slo_e2e: float = DEFAULT_SLO_E2E
-) -> List[Dict[str, Any]]:
-    """Paired runs: every heuristic sees the same trace for each seed."""
-    from vidur_ppo.heuristics import make_heuristic
-
-    env = VidurRoutingEnv(cluster=cluster, workload=workload, slo_e2e=slo_e2e)
-    rows = []
-    for seed in seeds:
-        trace = env.workload.generate(seed)
-        for name in names:
-            m = run_episode(env, make_heuristic(name), seed=seed, trace=trace)
-            rows.append({"scheduler": name, "seed": seed, **m})
-    return rows

@@ -13,9 +13,9 @@ from typing import Callable, Dict, Mapping, Optional
 import numpy as np
 
 from vidur_ppo.registry import lookup
-from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS
+from vidur_ppo.routing.size_split import long_pool_size
+from vidur_ppo.sim.driver import ReplicaColumn
 
-_COL = {name: i for i, name in enumerate(REPLICA_STATE_COLUMNS)}
 
 
 class Heuristic:
@@ -76,7 +76,7 @@ class LOR(_ArgMin):
     name = "lor"
 
     def load(self, replicas):
-        return replicas[:, _COL["waiting"]]
+        return replicas[:, ReplicaColumn.waiting]
 
 
 class JSQ(_ArgMin):
@@ -85,7 +85,7 @@ class JSQ(_ArgMin):
     name = "jsq"
 
     def load(self, replicas):
-        return replicas[:, _COL["waiting"]] + replicas[:, _COL["running"]]
+        return replicas[:, ReplicaColumn.waiting] + replicas[:, ReplicaColumn.running]
 
 
 class LeastWorkLeft(_ArgMin):
@@ -94,7 +94,7 @@ class LeastWorkLeft(_ArgMin):
     name = "least_work_left"
 
     def load(self, replicas):
-        return replicas[:, _COL["prefill_tokens_left"]] + replicas[:, _COL["decode_tokens_left"]]
+        return replicas[:, ReplicaColumn.prefill_tokens_left] + replicas[:, ReplicaColumn.decode_tokens_left]
 
 
 class PowerOfTwo(Heuristic):
@@ -112,13 +112,8 @@ class PowerOfTwo(Heuristic):
         if n == 1:
             return 0
         a, b = self._rng.choice(n, size=2, replace=False)
-        load = rep[:, _COL["waiting"]] + rep[:, _COL["running"]]
+        load = rep[:, ReplicaColumn.waiting] + rep[:, ReplicaColumn.running]
         return int(a if (load[a], a) <= (load[b], b) else b)
-
-
-def long_pool_size(num_replicas: int, fraction: float) -> int:
-    """Replicas in a size-based long pool: `fraction` of them, at least one, never all (if R > 1)."""
-    return int(min(max(num_replicas - 1, 1), max(1, round(fraction * num_replicas))))
 
 
 class SITAE(Heuristic):
@@ -166,7 +161,7 @@ class SITAE(Heuristic):
         self._seen.append(decode)
         k = self.pool_size(n)
         pool = np.arange(k) if decode >= self.cutoff(n) else np.arange(k, n)
-        work = rep[pool, _COL["prefill_tokens_left"]] + rep[pool, _COL["decode_tokens_left"]]
+        work = rep[pool, ReplicaColumn.prefill_tokens_left] + rep[pool, ReplicaColumn.decode_tokens_left]
         return int(pool[np.argmin(work)])
 
 

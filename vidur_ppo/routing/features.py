@@ -8,15 +8,16 @@ across decisions (trends), so they are objects with `reset()` at episode start.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from vidur_ppo.heuristics import long_pool_size
-from vidur_ppo.registry import lookup, split_spec
-from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS
+from vidur_ppo.checks import check, positive
+from vidur_ppo.registry import build, typed_config
+from vidur_ppo.routing.size_split import long_pool_size
+from vidur_ppo.sim.driver import ReplicaColumn
 
-COL = {name: i for i, name in enumerate(REPLICA_STATE_COLUMNS)}
 
 
 class FeatureSet:
@@ -24,8 +25,8 @@ class FeatureSet:
 
     names: Sequence[str] = ()
 
-    def __init__(self, **params: Any) -> None:
-        self.params = params
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
 
     def reset(self) -> None:
         pass
@@ -47,14 +48,14 @@ class LegacyFeatures(FeatureSet):
 
     names = ("load", "kv_usage")
 
-    def __init__(self, capacity: float = 64.0, **params: Any) -> None:
-        super().__init__(capacity=capacity, **params)
-        self.capacity = float(capacity)
+    def __init__(self, cfg: "LegacyFeaturesConfig") -> None:
+        super().__init__(cfg)
+        self.capacity = float(cfg.capacity)
 
     def __call__(self, state, request, now):
         out = np.empty((state.shape[0], 2), dtype=np.float32)
-        out[:, 0] = (state[:, COL["waiting"]] + state[:, COL["running"]]) / self.capacity
-        out[:, 1] = state[:, COL["kv_usage"]]
+        out[:, 0] = (state[:, ReplicaColumn.waiting] + state[:, ReplicaColumn.running]) / self.capacity
+        out[:, 1] = state[:, ReplicaColumn.kv_usage]
         return out
 
 
@@ -70,16 +71,14 @@ class QueueFeatures(FeatureSet):
     names = ("waiting", "running", "oldest_wait", "prefill_left", "decode_left", "kv_usage",
              "req_prefill", "req_decode")
 
-    def __init__(self, queue_capacity: float = 16.0, running_capacity: float = 128.0,
-                 token_capacity: float = 32768.0, slo: float = 8.0, max_request_tokens: float = 4096.0,
-                 cap: float = 1.0, **params: Any) -> None:
-        super().__init__(**params)
-        self.scale = np.array([1 / queue_capacity, 1 / running_capacity, 1 / slo, 1 / token_capacity,
-                               1 / token_capacity, 1.0], dtype=np.float64)
-        self.cols = [COL["waiting"], COL["running"], COL["oldest_wait"], COL["prefill_tokens_left"],
-                     COL["decode_tokens_left"], COL["kv_usage"]]
-        self.max_request_tokens = float(max_request_tokens)
-        self.cap = float(cap)
+    def __init__(self, cfg: "QueueFeaturesConfig") -> None:
+        super().__init__(cfg)
+        self.scale = np.array([1 / cfg.queue_capacity, 1 / cfg.running_capacity, 1 / cfg.slo, 1 / cfg.token_capacity,
+                               1 / cfg.token_capacity, 1.0], dtype=np.float64)
+        self.cols = [ReplicaColumn.waiting, ReplicaColumn.running, ReplicaColumn.oldest_wait, ReplicaColumn.prefill_tokens_left,
+                     ReplicaColumn.decode_tokens_left, ReplicaColumn.kv_usage]
+        self.max_request_tokens = float(cfg.max_request_tokens)
+        self.cap = float(cfg.cap)
 
     def __call__(self, state, request, now):
         out = np.empty((state.shape[0], len(QueueFeatures.names)), dtype=np.float32)
@@ -103,9 +102,9 @@ class FullFeatures(QueueFeatures):
     TREND = ("waiting", "running", "kv_usage", "work")
     names = QueueFeatures.names + tuple(f"d_{n}" for n in TREND) + tuple(f"x_{n}" for n in TREND)
 
-    def __init__(self, ema_alpha: float = 0.1, **params: Any) -> None:
-        super().__init__(**params)
-        self.alpha = float(ema_alpha)
+    def __init__(self, cfg: "FullFeaturesConfig") -> None:
+        super().__init__(cfg)
+        self.alpha = float(cfg.ema_alpha)
         self.reset()
 
     def reset(self) -> None:
@@ -145,9 +144,9 @@ class SizeAwareFeatures(FullFeatures):
 
     names = FullFeatures.names + ("mean_decode_left", "req_rank", "req_tail_share", "req_pool_share", "long_pool")
 
-    def __init__(self, long_pool_fraction: float = 0.25, **params: Any) -> None:
-        super().__init__(**params)
-        self.long_pool_fraction = float(long_pool_fraction)
+    def __init__(self, cfg: "SizeAwareFeaturesConfig") -> None:
+        super().__init__(cfg)
+        self.long_pool_fraction = float(cfg.long_pool_fraction)
 
     def reset(self) -> None:
         super().reset()
@@ -159,8 +158,8 @@ class SizeAwareFeatures(FullFeatures):
         k = long_pool_size(n, self.long_pool_fraction)
         out = np.zeros((n, 5), dtype=np.float32)
         out[:k, 4] = 1.0
-        outstanding = np.maximum(state[:, COL["waiting"]] + state[:, COL["running"]], 1.0)
-        out[:, 0] = np.minimum(state[:, COL["decode_tokens_left"]] / outstanding / self.max_request_tokens, 1.0)
+        outstanding = np.maximum(state[:, ReplicaColumn.waiting] + state[:, ReplicaColumn.running], 1.0)
+        out[:, 0] = np.minimum(state[:, ReplicaColumn.decode_tokens_left] / outstanding / self.max_request_tokens, 1.0)
         decode = float(request[1])
         self.seen.append(decode)
         seen = np.asarray(self.seen, dtype=np.float64)
@@ -173,18 +172,80 @@ class SizeAwareFeatures(FullFeatures):
         return np.concatenate([full, out], axis=1)
 
 
-FEATURE_SETS: Dict[str, Callable[..., FeatureSet]] = {
-    "legacy": LegacyFeatures, "queue": QueueFeatures, "full": FullFeatures, "size_aware": SizeAwareFeatures,
+# --- configs: every default written once, here --------------------------------------------------
+
+
+@dataclass
+class FeaturesConfig:
+    name: str = "full"
+    names: List[str] = field(default_factory=list)  # declared columns, checked against what the set builds
+
+    def check_names(self, built: Sequence[str]) -> None:
+        check(not self.names or list(self.names) == list(built), "features.names",
+              f"do not match what feature set {self.name!r} builds: {list(built)}", list(self.names))
+
+
+@dataclass
+class LegacyFeaturesConfig(FeaturesConfig):
+    name: str = "legacy"
+    names: List[str] = field(default_factory=lambda: list(LegacyFeatures.names))
+    capacity: float = 64.0
+
+    def __post_init__(self) -> None:
+        positive(self, "features", "capacity")
+        self.check_names(LegacyFeatures.names)
+
+
+@dataclass
+class QueueFeaturesConfig(FeaturesConfig):
+    name: str = "queue"
+    names: List[str] = field(default_factory=lambda: list(QueueFeatures.names))
+    queue_capacity: float = 16.0
+    running_capacity: float = 128.0
+    token_capacity: float = 32768.0
+    slo: float = 8.0  # seconds; Hydra sets it to the run's slo_e2e
+    max_request_tokens: float = 4096.0  # Hydra sets it to env.max_request_tokens
+    cap: float = 1.0
+
+    def __post_init__(self) -> None:
+        positive(self, "features", "queue_capacity", "running_capacity", "token_capacity", "slo", "max_request_tokens")
+        self.check_names(FEATURE_SETS[self.name][1].names)
+
+
+@dataclass
+class FullFeaturesConfig(QueueFeaturesConfig):
+    name: str = "full"
+    names: List[str] = field(default_factory=lambda: list(FullFeatures.names))
+    ema_alpha: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.ema_alpha <= 1, "features.ema_alpha", "must be in (0, 1]", self.ema_alpha)
+
+
+@dataclass
+class SizeAwareFeaturesConfig(FullFeaturesConfig):
+    name: str = "size_aware"
+    names: List[str] = field(default_factory=lambda: list(SizeAwareFeatures.names))
+    long_pool_fraction: float = 0.25  # as SITA-E's long pool (routing/size_split.py)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0 < self.long_pool_fraction < 1, "features.long_pool_fraction", "must be in (0, 1)",
+              self.long_pool_fraction)
+
+
+FEATURE_SETS: Dict[str, Tuple[type, type]] = {
+    "legacy": (LegacyFeaturesConfig, LegacyFeatures), "queue": (QueueFeaturesConfig, QueueFeatures),
+    "full": (FullFeaturesConfig, FullFeatures), "size_aware": (SizeAwareFeaturesConfig, SizeAwareFeatures),
 }
 
 
-def make_feature_set(spec: Mapping[str, Any] | str | None) -> FeatureSet:
-    """Build a feature set from `{"name": ..., **params}` (the `features` config group)."""
-    name, params = split_spec(spec, "legacy")
-    declared = params.pop("names", None)
-    fs = lookup(FEATURE_SETS, name, "feature set")(**params)
-    if declared is not None and list(declared) != list(fs.names):
-        raise ValueError(
-            f"features.names {list(declared)} do not match what feature set {name!r} builds: {list(fs.names)}"
-        )
-    return fs
+def features_config(spec: FeaturesConfig | Mapping[str, Any] | str | None) -> FeaturesConfig:
+    """The typed config of a feature set: itself, or built from `{"name": ..., **params}` / a name."""
+    return typed_config(FEATURE_SETS, spec, FeaturesConfig.name, "features")
+
+
+def make_feature_set(spec: FeaturesConfig | Mapping[str, Any] | str | None) -> FeatureSet:
+    """Build a feature set from its config (the `features` config group)."""
+    return build(FEATURE_SETS, spec, FeaturesConfig.name, "features")

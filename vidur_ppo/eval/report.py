@@ -4,7 +4,7 @@ scheduler, P99 vs load, learning curves from metrics.csv, attention heat maps.""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -109,3 +109,59 @@ def attention_heatmap(weights: np.ndarray, path: Path, title: str = "") -> Path:
 
 def figure_links(paths: List[Path], base: Path) -> str:
     return "\n\n".join(f"![{p.stem}]({p.relative_to(base)})" for p in paths if p is not None)
+
+
+def _figures(details: Mapping, out_dir: Path, label: str, title: str) -> List[Path]:
+    """The CDF and attention figures of one evaluated trace's `details` (eval/paired.evaluate)."""
+    figs = []
+    if details.get("e2e"):
+        figs.append(latency_cdfs(details["e2e"], out_dir / f"cdf_{label}.png", f"E2E CDF, {title}"))
+    for name, w in details.get("attention", {}).items():
+        figs.append(attention_heatmap(w, out_dir / f"attention_{label}_{name}.png", f"{name}, {title}"))
+    return figs
+
+
+def suite_report(run_dir, eval_cfg, jobs: Sequence[tuple], results: Sequence[Mapping], out_dir: Path) -> str:
+    """report.md of an evaluation suite: one paired table (and figures) per scenario, P99 vs load."""
+    from vidur_ppo.eval.paired import summary_table
+
+    rows = [r for res in results for r in res["rows"]]
+    errors = sorted(set(e for res in results for e in res["errors"]))
+    md = [f"# Evaluation of `{run_dir}`", "",
+          f"{eval_cfg.seeds} held-out seeds from {eval_cfg.seed_base}, {eval_cfg.num_requests} requests per episode; "
+          "every scheduler serves the same trace per seed. Mean ± 95% CI; \"vs\" columns are paired relative "
+          "differences (negative = better than the reference). Times in seconds.", ""]
+    if errors:
+        md += ["Not evaluated:", ""] + [f"- {e}" for e in errors] + [""]
+    for sc in dict.fromkeys(job[1]["name"] for job in jobs):
+        sub = [r for r in rows if r["scenario"] == sc]
+        if not sub:
+            continue
+        md += [f"## {sc} ({sub[0]['replicas']} replicas, {sub[0]['qps']:g} QPS)", "", summary_table(sub), ""]
+        det = next((res["details"] for res, job in zip(results, jobs) if job[1]["name"] == sc), None)
+        figs = _figures(det or {}, out_dir, sc, sc)
+        md += [f for p in figs for f in (figure_links([p], out_dir), "")]
+    p = p99_vs_load([r for r in rows if r.get("shape", "trained") == "trained"], out_dir / "p99_vs_load.png")
+    if p:
+        md += ["## E2E P99 vs load", "", figure_links([p], out_dir), ""]
+    return "\n".join(md)
+
+
+def run_report(run_dir: Path, rows: Sequence[Mapping], details: Mapping, seeds: Sequence[int], eval_cfg) -> List[Path]:
+    """A training run's report.md, eval.csv and figures (learning curves, held-out CDF, attention)."""
+    import pandas as pd
+
+    from vidur_ppo.eval.paired import summary_table
+
+    pd.DataFrame(list(rows)).to_csv(run_dir / "eval.csv", index=False)
+    figs = [learning_curves(run_dir / "metrics.csv", run_dir / "learning_curves.png"),
+            latency_cdfs(details.get("e2e", {}), run_dir / "latency_cdf.png", f"E2E latency CDF, held-out seed {seeds[0]}")]
+    for name, w in details.get("attention", {}).items():
+        figs.append(attention_heatmap(w, run_dir / f"attention_{name}.png", f"{name}: mean attention, seed {seeds[0]}"))
+    figs = [f for f in figs if f]
+    (run_dir / "report.md").write_text(
+        f"# vidur-ppo run report\n\nRun dir: `{run_dir}`\n\n## Held-out evaluation "
+        f"({len(seeds)} seeds from {eval_cfg.seed_base}, {eval_cfg.num_requests} requests, same traces for "
+        f"every scheduler; mean ± 95% CI; \"vs\" = paired relative difference, negative = better)\n\n"
+        f"{summary_table(list(rows))}\n\n## Figures\n\n{figure_links(figs, run_dir)}\n")
+    return figs

@@ -2,7 +2,7 @@
 
 With the default (completion) credit a request's reward arrives at whatever decision happens to
 be current when it finishes; a long request finishes ~500 decisions after it was routed, far
-beyond gamma's horizon, so the routing that made it slow is never blamed. With `ppo.credit=
+beyond gamma's horizon, so the routing that made it slow is never blamed. With `reward.credit=
 decision` the env reports, at an episode's end, -(E2E / SLO) ** power per routed request in
 decision order, and the rollout's rewards of that episode are replaced by them. GAE's gamma then
 adds the next requests' rewards to a decision's return, the ones its placement slows down.
@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-Credit = Tuple[int, int, np.ndarray]  # (step of the episode's last decision, env index, rewards)
+EpisodeCredit = Tuple[int, int, np.ndarray]  # (step of the episode's last decision, env index, rewards)
 
 
 def finished_decision_rewards(info: Dict[str, Any]) -> Dict[int, np.ndarray]:
@@ -28,7 +28,7 @@ def finished_decision_rewards(info: Dict[str, Any]) -> Dict[int, np.ndarray]:
     return {int(i): np.asarray(arrs[i], dtype=np.float64) for i in np.flatnonzero(mask)}
 
 
-def assign(rewards: torch.Tensor, credits: List[Credit]) -> torch.Tensor:
+def assign(rewards: torch.Tensor, credits: List[EpisodeCredit]) -> torch.Tensor:
     """Rewards [T, N] with each finished episode's steps replaced by its decision rewards."""
     out = rewards.clone()
     T, N = out.shape
@@ -37,12 +37,12 @@ def assign(rewards: torch.Tensor, credits: List[Credit]) -> torch.Tensor:
         start = t - len(arr) + 1
         if start < 0:
             raise RuntimeError(
-                f"ppo.credit=decision: an episode of {len(arr)} decisions ended at step {t} of a {T}-step rollout, "
+                f"reward.credit=decision: an episode of {len(arr)} decisions ended at step {t} of a {T}-step rollout, "
                 "so it began in an earlier rollout; set ppo.rollout_steps to a multiple of the episode length "
                 "(workload.num_requests)")
         out[start:t + 1, i] = torch.as_tensor(arr, dtype=out.dtype)
         covered[start:t + 1, i] = True
     if credits and not covered.all():
-        raise RuntimeError("ppo.credit=decision: the rollout ends inside an episode; set ppo.rollout_steps to a "
+        raise RuntimeError("reward.credit=decision: the rollout ends inside an episode; set ppo.rollout_steps to a "
                            "multiple of the episode length (workload.num_requests)")
     return out

@@ -5,20 +5,19 @@ For each run, the policy's metric is paired with each baseline's on the same eva
 across runs (training seeds) the table gives mean ± 95% CI of the policy's metric and of the
 relative difference to each baseline. Runs without `eval.csv` are listed as failed, not skipped.
 
-    python -m vidur_ppo.aggregate RUN_DIR_OR_SWEEP_DIR [...] [--by key.path] [--out table.md]
+    python -m vidur_ppo.eval.aggregate RUN_DIR_OR_SWEEP_DIR [...] [--by key.path] [--out table.md]
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from vidur_ppo.stats import mean_ci
+from vidur_ppo.eval.stats import mean_ci
 
 METRICS = [("e2e_p99", "E2E P99"), ("ttft_p90", "TTFT P90"), ("tbt_p99", "TBT P99"), ("throughput_rps", "req/s")]
 

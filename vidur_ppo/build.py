@@ -1,0 +1,117 @@
+"""The one factory: a run's config -> the env spec, scenario variants of it, the model and the
+rollout sampler. Training, evaluation, the vidur plugin and every experiment script build their
+envs here, so a run's safety settings, SLO, length noise and seed range cannot drift between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Union
+
+from omegaconf import DictConfig, OmegaConf
+
+from vidur_ppo.routing.env import DEFAULT_SLO_E2E, EVAL_SEED_BASE, VidurRoutingEnv
+from vidur_ppo.routing.features import FeaturesConfig, features_config
+from vidur_ppo.routing.rewards import RewardConfig, reward_config
+from vidur_ppo.routing.safety import SafetyConfig
+from vidur_ppo.sim.cluster import ClusterSpec
+from vidur_ppo.workloads import WORKLOADS, workload_spec
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    """Everything a `VidurRoutingEnv` is built from (typed, picklable for worker processes)."""
+
+    cluster: ClusterSpec
+    workload: Mapping[str, Any]
+    reward: RewardConfig
+    features: FeaturesConfig
+    safety: SafetyConfig
+    slo_e2e: float = DEFAULT_SLO_E2E
+    seed_limit: int = EVAL_SEED_BASE
+    length_noise: float = 0.0
+
+    def kwargs(self) -> Dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def make(self) -> VidurRoutingEnv:
+        return VidurRoutingEnv(**self.kwargs())
+
+    def scenario(self, num_replicas: Optional[int] = None, qps: Optional[float] = None,
+                 num_requests: Optional[int] = None, workload: Optional[Mapping[str, Any]] = None,
+                 length_noise: Optional[float] = None, serve_all: bool = True) -> "EnvSpec":
+        """This spec on another cluster size / load / workload. QPS scales with the replica count
+        unless given; `workload` keys override the run's (a workload of another kind replaces it);
+        `serve_all` switches off the safety
+        monitor's episode termination (evaluation serves every request)."""
+        wl = dict(workload or {})
+        if wl.get("kind", self.workload.get("kind")) == self.workload.get("kind"):
+            wl = {**self.workload, **wl}  # a variant of the run's workload
+        else:
+            wl = workload_spec(WORKLOADS[wl["kind"]](**{k: v for k, v in wl.items() if k != "kind"}))  # another kind
+        cluster = self.cluster
+        if num_replicas is not None:
+            if wl.get("kind") == "synthetic" and qps is None and wl.get("qps"):
+                scale = num_replicas / cluster.num_replicas
+                wl["qps"] = float(wl["qps"]) * scale
+                if wl.get("qps_max"):
+                    wl["qps_max"] = float(wl["qps_max"]) * scale
+            cluster = dataclasses.replace(cluster, num_replicas=num_replicas)
+        if qps is not None:
+            wl["qps"] = qps
+            wl.pop("qps_max", None)  # a scenario's load is fixed
+        if num_requests is not None and wl.get("kind") == "synthetic":
+            wl["num_requests"] = num_requests
+        safety = dataclasses.replace(self.safety, terminate=False) if serve_all else self.safety
+        noise = self.length_noise if length_noise is None else float(length_noise)
+        return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_noise=noise)
+
+    def for_suite_scenario(self, scenario: Mapping[str, Any], num_requests: int) -> "EnvSpec":
+        """A suite scenario (`eval.scenarios` entry, see eval/suite.py) of this run."""
+        r = scenario.get("num_replicas") or self.cluster.num_replicas
+        qps = scenario["qps_per_replica"] * r if scenario.get("qps_per_replica") else None
+        return self.scenario(num_replicas=r, qps=qps, num_requests=scenario.get("num_requests") or num_requests,
+                             workload=scenario.get("workload"), length_noise=scenario.get("length_noise"))
+
+
+def _plain(section: Any) -> Any:
+    if isinstance(section, DictConfig):
+        return OmegaConf.to_container(section, resolve=True)
+    return section
+
+
+def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
+    """The training env of a run config: a validated `TrainConfig`, or a run dir's saved config.yaml."""
+    get = (lambda k, d=None: cfg.get(k, d)) if isinstance(cfg, DictConfig) else (lambda k, d=None: getattr(cfg, k, d))
+    cluster = _plain(get("env"))
+    cluster = ClusterSpec.from_mapping({f.name: getattr(cluster, f.name) for f in dataclasses.fields(ClusterSpec)}
+                                       if dataclasses.is_dataclass(cluster) else cluster)
+    eval_cfg = get("eval")
+    return EnvSpec(cluster=cluster, workload=workload_spec(_plain(get("workload"))),
+                   reward=reward_config(_plain(get("reward"))), features=features_config(_plain(get("features"))),
+                   safety=SafetyConfig.of(_plain(get("safety"))), slo_e2e=float(get("slo_e2e", DEFAULT_SLO_E2E)),
+                   seed_limit=int(eval_cfg.seed_base if eval_cfg is not None else EVAL_SEED_BASE),
+                   length_noise=float(get("length_noise", 0.0) or 0.0))
+
+
+def eval_env_spec(cfg: Any, spec: EnvSpec) -> EnvSpec:
+    """The run's own scenario as evaluated at the end of training: every request served, and
+    `eval.num_requests` requests per synthetic episode."""
+    return spec.scenario(num_requests=int(cfg.eval.num_requests))
+
+
+def make_sampler(spec: EnvSpec, ppo: Any, model: Any, model_cfg: Any, num_features: int, seed: int):
+    """The rollout source `ppo.vector_mode` names (ppo/samplers.py)."""
+    import gymnasium as gym
+
+    from vidur_ppo.ppo.config import VectorMode
+    from vidur_ppo.ppo.samplers import PolicyWorkerSampler, VectorEnvSampler
+    from vidur_ppo.ppo.vector import make_vector_env
+
+    if ppo.vector_mode == VectorMode.policy_workers:  # the policy runs next to the envs, no lock-step
+        return PolicyWorkerSampler(spec.kwargs(), ppo.num_envs, ppo.num_workers, model_cfg, spec.cluster.num_replicas,
+                                   num_features, seed=seed)
+    envs = make_vector_env(ppo.num_envs, mode=str(ppo.vector_mode), num_workers=ppo.num_workers,
+                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **spec.kwargs())
+    return VectorEnvSampler(envs, model)
