@@ -356,7 +356,7 @@ def acceptance_checks(table: Dict, steps: Dict[str, List[Dict]]) -> List[Dict]:
         worst = max(steps[kind], key=lambda r: abs(r["ratio"] - 1))
         checks.append(
             {
-                "check": f"{kind} steps: worst |pred/target - 1|",
+                "check": f"{kind} steps: worst abs(pred / target - 1)",
                 "worst": f"{worst['source']} {worst['batch']} x {worst['tokens']}",
                 "value": abs(worst["ratio"] - 1),
                 "bound": tol,
