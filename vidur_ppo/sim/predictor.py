@@ -1,15 +1,11 @@
 """Offline roofline execution-time predictor for vidur.
 
 vidur's own predictors (random forest / linear regression) download profiling data and
-trained models from Hugging Face, which the training machines cannot reach. This module
-replaces them with an analytic roofline model: every operator costs
-
-    max(FLOPs / (peak * compute_eff), bytes / (HBM bandwidth * memory_eff)) + launch overhead
-
-with efficiencies fitted once against vidur's published Llama-2-7B profiles for A100 and H100
-(see ``experiments/bench_predictor.py --fit``; the fitted values are the config defaults).
-Attention and communication constants have no profile to fit against and are set from public
-kernel/NCCL benchmark numbers; they are marked "uncalibrated" below.
+trained models from Hugging Face, which the training machines cannot reach. This predictor
+prices every operator with the analytic roofline model of `vidur_ppo.sim.roofline`, whose
+constants (`vidur_ppo.sim.roofline_config`) are fitted against vidur's published Llama-2-7B
+profiles and checked against published decode / prefill step times
+(`experiments/bench_predictor.py`, `vidur_ppo.sim.calibration`).
 
 Times are milliseconds per transformer layer, as vidur expects (``ExecutionTime`` multiplies
 by the layers of a pipeline stage); the pipeline-parallel send time is per stage.
@@ -18,20 +14,29 @@ Importing the module registers the predictor with vidur's ``ExecutionTimePredict
 so ``SimulationConfig(execution_time_predictor_config=RooflinePredictorConfig())`` just works.
 """
 
-# No `from __future__ import annotations`: vidur's CLI flattener needs real field types.
-import math
-from dataclasses import dataclass, field
-from typing import Any, Dict, NamedTuple, Union
+from typing import Any, Dict, Union
 
-import numpy as np
 from vidur._native.entities import ExecutionTime as ExecutionTimeC
-from vidur.config import BaseExecutionTimePredictorConfig, CacheConfig, ReplicaConfig
+from vidur.config import CacheConfig, ReplicaConfig
 from vidur.entities import Batch, KVParallelBatch
 from vidur.execution_time_predictor import (
     BaseExecutionTimePredictor,
     ExecutionTimePredictorRegistry,
 )
-from vidur.types import BaseIntEnum
+
+from vidur_ppo.sim.roofline import (
+    BF16_BYTES,
+    BYTE_PER_MS_PER_GBPS,
+    DEVICE_SPECS,
+    FLOP_PER_MS_PER_TFLOPS,
+    DeviceSpec,
+    ModelDims,
+    allreduce_ms,
+    decode_attention_efficiency,
+    get_device_spec,
+    linear_op_times_ms,
+)
+from vidur_ppo.sim.roofline_config import PredictorType, RooflinePredictorConfig
 
 __all__ = [
     "DEVICE_SPECS",
@@ -40,238 +45,11 @@ __all__ = [
     "PredictorType",
     "RooflineExecutionTimePredictor",
     "RooflinePredictorConfig",
+    "allreduce_ms",
     "get_device_spec",
     "linear_op_times_ms",
     "register_predictor",
 ]
-
-
-class PredictorType(BaseIntEnum):
-    """Registry key; 101 stays clear of vidur's ExecutionTimePredictorType (1..3)."""
-
-    ROOFLINE = 101
-
-
-class DeviceSpec(NamedTuple):
-    """Datasheet numbers: dense bf16 tensor TFLOP/s, HBM GB/s, GPU-GPU link GB/s per direction."""
-
-    peak_tflops: float
-    hbm_gbps: float
-    link_gbps: float
-
-
-# Keys are vidur's `ReplicaConfig.device` strings (DeviceSKUType names, lower case).
-DEVICE_SPECS: Dict[str, DeviceSpec] = {
-    "a100": DeviceSpec(312.0, 2039.0, 300.0),  # SXM4 80GB, NVLink3 600 GB/s bidirectional
-    "h100": DeviceSpec(989.0, 3350.0, 450.0),  # SXM5, NVLink4 900 GB/s bidirectional
-    "a40": DeviceSpec(149.7, 696.0, 56.0),  # NVLink bridge 112.5 GB/s bidirectional
-    "l40": DeviceSpec(181.0, 864.0, 25.0),  # no NVLink: PCIe Gen4 x16 (effective)
-}
-
-
-def get_device_spec(device: str) -> DeviceSpec:
-    """Look up a device; an unknown name fails loudly instead of silently using A100 numbers."""
-    key = str(device).lower()
-    if key not in DEVICE_SPECS:
-        raise ValueError(
-            f"Roofline predictor has no specs for device {device!r}; "
-            f"supported devices: {', '.join(sorted(DEVICE_SPECS))}"
-        )
-    return DEVICE_SPECS[key]
-
-
-@dataclass
-class RooflinePredictorConfig(BaseExecutionTimePredictorConfig):
-    """Calibration constants of the roofline model (defaults = fitted / chosen values).
-
-    GEMM and elementwise constants were fitted jointly on A100 and H100 Llama-2-7B profiles
-    (TP 1/2/4/8, 1..4096 tokens) by `experiments/bench_predictor.py --fit`.
-    """
-
-    # --- GEMMs (QKV / output projection, MLP up / down): fitted ---
-    gemm_compute_efficiency: float = field(
-        default=0.7499, metadata={"help": "Fraction of peak tensor FLOP/s a large GEMM reaches."}
-    )
-    gemm_small_m_tokens: float = field(
-        default=105.5,
-        metadata={
-            "help": "Tokens at which GEMM compute efficiency is halved "
-            "(eff(M) = eff * M / (M + this)); models tile/wave under-utilisation."
-        },
-    )
-    gemm_memory_efficiency: float = field(
-        default=0.9234, metadata={"help": "Fraction of HBM bandwidth a weight-bound GEMM reaches."}
-    )
-    gemm_overhead_ms: float = field(
-        default=0.006775, metadata={"help": "Fixed per-GEMM kernel overhead (ms)."}
-    )
-    # --- elementwise kernels: fitted ---
-    norm_memory_efficiency: float = field(
-        default=0.3895, metadata={"help": "HBM efficiency of RMSNorm / LayerNorm."}
-    )
-    act_memory_efficiency: float = field(
-        default=0.5159, metadata={"help": "HBM efficiency of the (gated) activation."}
-    )
-    rope_memory_efficiency: float = field(
-        default=0.5011, metadata={"help": "HBM efficiency of the rotary embedding kernel."}
-    )
-    add_memory_efficiency: float = field(
-        default=1.0, metadata={"help": "HBM efficiency of the residual add."}
-    )
-    elementwise_overhead_ms: float = field(
-        default=0.001876, metadata={"help": "Fixed per-elementwise-kernel overhead (ms)."}
-    )
-    # --- attention kernels: uncalibrated (no profile), from FlashAttention-2 / paged-attention
-    # --- benchmarks (A100 ~ 0.55, H100 ~ 0.35 of peak for FA2 prefill; decode ~ 60% of HBM) ---
-    attn_prefill_compute_efficiency: float = field(
-        default=0.45, metadata={"help": "Fraction of peak FLOP/s of prefill (flash) attention."}
-    )
-    attn_prefill_small_q_tokens: float = field(
-        default=128.0,
-        metadata={"help": "Chunk length at which prefill attention efficiency is halved."},
-    )
-    attn_memory_efficiency: float = field(
-        default=0.6, metadata={"help": "HBM efficiency of KV-cache reads in attention."}
-    )
-    attn_overhead_ms: float = field(
-        default=0.008, metadata={"help": "Fixed per-attention-kernel overhead (ms)."}
-    )
-    kv_cache_save_memory_efficiency: float = field(
-        default=0.5, metadata={"help": "HBM efficiency of writing new K/V into the paged cache."}
-    )
-    # --- communication: uncalibrated, from NCCL all-reduce / p2p benchmarks ---
-    comm_bandwidth_efficiency: float = field(
-        default=0.75, metadata={"help": "Fraction of link bandwidth NCCL reaches."}
-    )
-    allreduce_latency_ms: float = field(
-        default=0.008, metadata={"help": "Fixed GPU latency of a TP all-reduce (ms)."}
-    )
-    allreduce_hop_latency_ms: float = field(
-        default=0.0015, metadata={"help": "Extra latency per ring step, 2*(n-1) steps (ms)."}
-    )
-    pp_send_latency_ms: float = field(
-        default=0.015, metadata={"help": "Fixed latency of a pipeline-stage send/recv (ms)."}
-    )
-    pcie_gbps: float = field(
-        default=25.0,
-        metadata={"help": "GB/s between GPUs without NVLink (pairwise nodes) or across nodes."},
-    )
-
-    @staticmethod
-    def get_type():
-        return PredictorType.ROOFLINE
-
-
-class ModelDims(NamedTuple):
-    """Per-tensor-parallel-worker model shapes the roofline formulas need."""
-
-    hidden: int  # embedding dim (full: norms, adds and projections' hidden side)
-    head_dim: int
-    q_heads: int  # per worker
-    kv_heads: int  # per worker (ceil, as vidur: KV heads are replicated when tp > kv heads)
-    mlp_hidden: int  # per worker
-    gated: bool
-    post_attn_norm: bool
-    tp: int
-
-    @classmethod
-    def from_model(
-        cls,
-        *,
-        num_q_heads: int,
-        num_kv_heads: int,
-        embedding_dim: int,
-        mlp_hidden_dim: int,
-        use_gated_mlp: bool,
-        tensor_parallel_size: int = 1,
-        post_attn_norm: bool = True,
-    ) -> "ModelDims":
-        tp = tensor_parallel_size
-        return cls(
-            hidden=embedding_dim,
-            head_dim=embedding_dim // num_q_heads,
-            q_heads=num_q_heads // tp,
-            kv_heads=math.ceil(num_kv_heads / tp),
-            mlp_hidden=mlp_hidden_dim // tp,
-            gated=bool(use_gated_mlp),
-            post_attn_norm=bool(post_attn_norm),
-            tp=tp,
-        )
-
-    @classmethod
-    def from_replica_config(cls, replica_config: ReplicaConfig) -> "ModelDims":
-        m = replica_config.model_config
-        return cls.from_model(
-            num_q_heads=m.num_q_heads,
-            num_kv_heads=m.num_kv_heads,
-            embedding_dim=m.embedding_dim,
-            mlp_hidden_dim=m.mlp_hidden_dim,
-            use_gated_mlp=m.use_gated_mlp,
-            tensor_parallel_size=replica_config.tensor_parallel_size,
-            post_attn_norm=getattr(m, "post_attn_norm", True),
-        )
-
-
-_BF16 = 2  # bytes per element
-
-
-def _gemm_ms(m, k, n, dev: DeviceSpec, cfg: RooflinePredictorConfig):
-    """[m,k] x [k,n] bf16 GEMM. Small m is weight-read bound; compute efficiency ramps with m."""
-    flops = 2.0 * m * k * n
-    nbytes = _BF16 * (m * k + k * n + m * n)
-    eff_c = cfg.gemm_compute_efficiency * m / (m + cfg.gemm_small_m_tokens)
-    t_c = flops / (dev.peak_tflops * 1e9 * eff_c)  # TFLOP/s * 1e9 = FLOP/ms
-    t_m = nbytes / (dev.hbm_gbps * 1e6 * cfg.gemm_memory_efficiency)  # GB/s * 1e6 = B/ms
-    return np.maximum(t_c, t_m) + cfg.gemm_overhead_ms
-
-
-def _stream_ms(nbytes, eff: float, dev: DeviceSpec, cfg: RooflinePredictorConfig):
-    """Memory-bound elementwise kernel."""
-    return nbytes / (dev.hbm_gbps * 1e6 * eff) + cfg.elementwise_overhead_ms
-
-
-def linear_op_times_ms(
-    num_tokens: Any, dims: ModelDims, dev: DeviceSpec, cfg: RooflinePredictorConfig
-) -> Dict[str, Any]:
-    """Per-layer times (ms) of every token-count-only op, keyed by vidur's profiling op names.
-
-    `num_tokens` may be a number or a numpy array (the bench fits on arrays).
-    """
-    m = np.asarray(num_tokens, dtype=np.float64)
-    h, hd = dims.hidden, dims.head_dim
-    qkv_out = (dims.q_heads + 2 * dims.kv_heads) * hd
-    up_out = (2 if dims.gated else 1) * dims.mlp_hidden
-    norm = _stream_ms(2 * _BF16 * m * h + _BF16 * h, cfg.norm_memory_efficiency, dev, cfg)
-    act_elems = (3 if dims.gated else 2) * m * dims.mlp_hidden  # read gate+up, write out
-    return {
-        "input_layernorm": norm,
-        "attn_pre_proj": _gemm_ms(m, h, qkv_out, dev, cfg),
-        # in-place rotation of q and k: read + write
-        "attn_rope": _stream_ms(
-            2 * _BF16 * m * (dims.q_heads + dims.kv_heads) * hd,
-            cfg.rope_memory_efficiency,
-            dev,
-            cfg,
-        ),
-        "attn_post_proj": _gemm_ms(m, dims.q_heads * hd, h, dev, cfg),
-        "post_attention_layernorm": norm if dims.post_attn_norm else np.zeros_like(m),
-        "mlp_up_proj": _gemm_ms(m, h, up_out, dev, cfg),
-        "mlp_act": _stream_ms(_BF16 * act_elems, cfg.act_memory_efficiency, dev, cfg),
-        "mlp_down_proj": _gemm_ms(m, dims.mlp_hidden, h, dev, cfg),
-        "add": _stream_ms(3 * _BF16 * m * h, cfg.add_memory_efficiency, dev, cfg),
-    }
-
-
-def allreduce_ms(nbytes: float, n: int, link_gbps: float, cfg: RooflinePredictorConfig) -> float:
-    """Ring all-reduce among n GPUs: latency + 2(n-1)/n * bytes / bus bandwidth."""
-    if n <= 1:
-        return 0.0
-    steps = 2 * (n - 1)
-    return (
-        cfg.allreduce_latency_ms
-        + cfg.allreduce_hop_latency_ms * steps
-        + (steps / n) * nbytes / (link_gbps * 1e6 * cfg.comm_bandwidth_efficiency)
-    )
 
 
 class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
@@ -304,34 +82,41 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
             cfg.pcie_gbps if replica_config.world_size > per_node else dev.link_gbps
         )
 
+        self._init_attention_costs(cfg, dims, dev)
+        # KV-cache save: read new K,V and write them to the paged cache.
+        self._kv_save_ms_per_token = 2 * 2 * BF16_BYTES * dims.kv_heads * dims.head_dim / (
+            dev.hbm_gbps * BYTE_PER_MS_PER_GBPS * cfg.kv_cache_save_memory_efficiency
+        )
+        self._kv_save_overhead = cfg.elementwise_overhead_ms
+        self._token_bytes = BF16_BYTES * dims.hidden  # activation bytes per token (comm)
+        self._linear_cache: Dict[int, tuple] = {}
+
+    def _init_attention_costs(
+        self, cfg: RooflinePredictorConfig, dims: ModelDims, dev: DeviceSpec
+    ) -> None:
+        """Per-unit attention costs, so the per-batch attention loop is a few multiply-adds."""
         hd = dims.head_dim
-        flop_per_ms = dev.peak_tflops * 1e9
-        byte_per_ms = dev.hbm_gbps * 1e6
-        # Precomputed per-unit costs so the per-batch attention loop is a few multiply-adds.
+        flop_per_ms = dev.peak_tflops * FLOP_PER_MS_PER_TFLOPS
+        byte_per_ms = dev.hbm_gbps * BYTE_PER_MS_PER_GBPS
         # Prefill: 4*hd*q_heads FLOPs per (query, key) pair (QK^T and PV).
         self._prefill_ms_per_pair = 4.0 * hd * dims.q_heads / (
             flop_per_ms * cfg.attn_prefill_compute_efficiency
         )
         self._prefill_q_half = cfg.attn_prefill_small_q_tokens
-        # Bytes: K and V per kv token; Q read + O write per query token.
-        self._attn_ms_per_kv = 2 * _BF16 * dims.kv_heads * hd / (
-            byte_per_ms * cfg.attn_memory_efficiency
-        )
-        self._attn_ms_per_q = 2 * _BF16 * dims.q_heads * hd / (
-            byte_per_ms * cfg.attn_memory_efficiency
-        )
+        # Bytes at full HBM rate: K and V per kv token; Q read + O write per query token.
+        kv_ms = 2 * BF16_BYTES * dims.kv_heads * hd / byte_per_ms
+        q_ms = 2 * BF16_BYTES * dims.q_heads * hd / byte_per_ms
+        self._prefill_ms_per_kv = kv_ms / cfg.attn_prefill_memory_efficiency
+        self._prefill_ms_per_q = q_ms / cfg.attn_prefill_memory_efficiency
+        self._decode_full_rate_ms_per_kv = kv_ms
+        self._decode_full_rate_ms_per_q = q_ms
+        self._q_heads = dims.q_heads
+        self._decode_eff_cache: Dict[int, float] = {}  # batch size -> HBM efficiency
         # Decode: compute side (GQA raises intensity) = 4*hd*q_heads per kv token.
         self._decode_flop_ms_per_kv = 4.0 * hd * dims.q_heads / (
             flop_per_ms * cfg.attn_prefill_compute_efficiency
         )
         self._attn_overhead = cfg.attn_overhead_ms
-        # KV-cache save: read new K,V and write them to the paged cache.
-        self._kv_save_ms_per_token = 2 * 2 * _BF16 * dims.kv_heads * hd / (
-            byte_per_ms * cfg.kv_cache_save_memory_efficiency
-        )
-        self._kv_save_overhead = cfg.elementwise_overhead_ms
-        self._token_bytes = _BF16 * dims.hidden  # activation bytes per token (comm)
-        self._linear_cache: Dict[int, tuple] = {}
 
     # ------------------------------------------------------------------ cached linear ops
     def _linear(self, num_tokens_rounded: int) -> tuple:
@@ -349,7 +134,7 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
                     + cfg.nccl_cpu_skew_overhead_per_device_ms * self._tp**1.25
                 )
             pp_comm = cfg.pp_send_latency_ms + nbytes / (
-                self._pp_link_gbps * 1e6 * cfg.comm_bandwidth_efficiency
+                self._pp_link_gbps * BYTE_PER_MS_PER_GBPS * cfg.comm_bandwidth_efficiency
             )
             row = tuple(
                 float(x)
@@ -383,7 +168,7 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         dec_kv = dec_n = 0
         pre_ms = pre_bytes_ms = 0.0
         q_half = self._prefill_q_half
-        per_kv, per_q = self._attn_ms_per_kv, self._attn_ms_per_q
+        per_kv, per_q = self._prefill_ms_per_kv, self._prefill_ms_per_q
         for q, kv in zip(batch._num_q_tokens, batch._num_kv_tokens):
             if q == 1:
                 dec_kv += kv
@@ -399,7 +184,14 @@ class RooflineExecutionTimePredictor(BaseExecutionTimePredictor):
         return prefill, (self._decode_ms(dec_kv, dec_n) if dec_n else 0.0)
 
     def _decode_ms(self, total_kv: int, n: int) -> float:
-        mem = total_kv * self._attn_ms_per_kv + n * self._attn_ms_per_q
+        """Decode attention of n sequences: KV streamed at a batch-dependent HBM efficiency."""
+        eff = self._decode_eff_cache.get(n)
+        if eff is None:
+            eff = decode_attention_efficiency(n * self._q_heads, self._config)
+            self._decode_eff_cache[n] = eff
+        mem = (
+            total_kv * self._decode_full_rate_ms_per_kv + n * self._decode_full_rate_ms_per_q
+        ) / eff
         comp = total_kv * self._decode_flop_ms_per_kv
         return (mem if mem > comp else comp) + self._attn_overhead
 
