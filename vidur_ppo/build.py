@@ -11,6 +11,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 
+from vidur_ppo.checks import check, from_mapping
 from vidur_ppo.routing.env import DEFAULT_SLO_E2E, EVAL_SEED_BASE, VidurRoutingEnv
 from vidur_ppo.routing.features import FeaturesConfig, features_config
 from vidur_ppo.routing.rewards import RewardConfig, reward_config
@@ -49,7 +50,8 @@ class EnvSpec:
         if wl.get("kind", self.workload.get("kind")) == self.workload.get("kind"):
             wl = {**self.workload, **wl}  # a variant of the run's workload
         else:
-            wl = workload_spec(WORKLOADS[wl["kind"]](**{k: v for k, v in wl.items() if k != "kind"}))  # another kind
+            check(wl["kind"] in WORKLOADS, "workload.kind", f"must be one of {sorted(WORKLOADS)}", wl["kind"])
+            wl = workload_spec(from_mapping(WORKLOADS[wl["kind"]], wl, "workload"))  # another kind: replaced
         cluster = self.cluster
         if num_replicas is not None:
             if wl.get("kind") == "synthetic" and qps is None and wl.get("qps"):
@@ -63,6 +65,8 @@ class EnvSpec:
             wl.pop("qps_max", None)  # a scenario's load is fixed
         if num_requests is not None and wl.get("kind") == "synthetic":
             wl["num_requests"] = num_requests
+        elif num_requests is not None and not wl.get("max_requests"):  # a trace: seeds pick windows of this size
+            wl["max_requests"] = num_requests
         safety = dataclasses.replace(self.safety, terminate=False) if serve_all else self.safety
         noise = self.length_noise if length_noise is None else float(length_noise)
         return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_noise=noise)

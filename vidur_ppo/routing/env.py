@@ -73,7 +73,7 @@ class VidurRoutingEnv(gym.Env):
     ) -> None:
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
-        self.workload = make_workload(workload)
+        self.workload = self._fit_to_cluster(make_workload(workload))
         self.slo_e2e = float(slo_e2e)
         self.safety = SafetyMonitor(SafetyConfig.of(safety), self.slo_e2e)
         self.reward = reward if isinstance(reward, Reward) else make_reward(reward)
@@ -176,10 +176,16 @@ class VidurRoutingEnv(gym.Env):
         d = self.driver
         return metrics.summarize(d.per_request(), d.num_replicas, busy_time=d.busy_time, slo_e2e=self.slo_e2e)
 
+    def _fit_to_cluster(self, workload):
+        """A trace that clips or drops over-long requests does so at this cluster's limit."""
+        if getattr(workload, "overlong", "error") != "error":
+            return workload.with_token_limit(self.cluster.request_token_limit())
+        return workload
+
     def configure(self, workload: Optional[Mapping[str, Any]] = None, reward: Optional[Mapping[str, Any]] = None) -> None:
         """Swap the workload and/or reward (a curriculum stage); takes effect at the next reset()."""
         if workload is not None:
-            self.workload = make_workload(workload)
+            self.workload = self._fit_to_cluster(make_workload(workload))
         if reward is not None:
             self.reward = make_reward(reward)
 

@@ -225,6 +225,14 @@ class ClusterSpec:
         slots = max_tokens // self.max_request_tokens
         return (self.max_request_tokens // self.block_size) * slots * self.block_size
 
+    def request_token_limit(self) -> int:
+        """The most prefill + decode tokens one request may have and still finish on a replica
+        (the limits `check_trace` enforces; a trace's `overlong: clip|drop` uses it)."""
+        limits = [self.max_request_tokens, self.kv_capacity_tokens()]
+        if self.replica_scheduler == "vllm":
+            limits.append(self.max_tokens_in_batch)
+        return int(min(limits))
+
     def check_trace(self, trace: Trace) -> None:
         """Fail before the run on requests this replica could never finish."""
         total = trace.num_prefill_tokens + trace.num_decode_tokens
@@ -243,7 +251,8 @@ class ClusterSpec:
                 raise ScenarioError(
                     f"request {i} (prefill={int(trace.num_prefill_tokens[i])}, "
                     f"decode={int(trace.num_decode_tokens[i])}) can never run: {why} "
-                    f"({int(bad.sum())} such requests in the trace)"
+                    f"({int(bad.sum())} such requests in the trace; a trace replays them with "
+                    "workload.overlong=clip or drop)"
                 )
 
     def _request_generator_config(self, trace: Trace) -> GivenRequestsConfig:
