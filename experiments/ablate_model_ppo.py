@@ -12,19 +12,19 @@ experiments/results/ablate_model_ppo.md. Finished runs are reused.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import train_all  # experiments/common.py, next to this script
+from vidur_ppo.build import env_spec
+from vidur_ppo.checkpoint import load_policy
+from vidur_ppo.eval.aggregate import aggregate, to_markdown
+from vidur_ppo.eval.paired import evaluate
+from vidur_ppo.eval.stats import mean_ci
 
-from common import train_all  # noqa: E402
-from vidur_ppo.aggregate import aggregate, to_markdown  # noqa: E402
-from vidur_ppo.evaluate import eval_seeds, evaluate, load_policy, scenario_env  # noqa: E402
-from vidur_ppo.stats import mean_ci, paired_diff_ci  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BASE = ["reward=soft_logistic", "features=full"]
 CONFIGS = {
@@ -40,9 +40,10 @@ def generalisation(run_dirs, replicas=(2, 8), seeds=3, requests=1000):
     for run in run_dirs:
         policy, cfg = load_policy(run)
         for r in replicas:
-            env = scenario_env(cfg, num_replicas=r, num_requests=requests)
+            env = env_spec(cfg).scenario(num_replicas=r, num_requests=requests).make()
+            seed_base = int(cfg.eval.seed_base)
             res = evaluate(env, {"ppo": policy, "lor": "lor", "jsq": "jsq", "round_robin": "round_robin"},
-                           eval_seeds(int(cfg.eval.seed_base), seeds))
+                           [seed_base + i for i in range(seeds)])
             for x in res:
                 rows.append({"run": str(run), "replicas": r, **x})
     return pd.DataFrame(rows)

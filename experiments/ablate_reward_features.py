@@ -11,15 +11,13 @@ Finished runs are kept and not retrained, so an interrupted ablation continues w
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import train_all  # experiments/common.py, next to this script
+from vidur_ppo.eval.aggregate import aggregate, to_markdown
 
-from common import train_all  # noqa: E402
-from vidur_ppo.aggregate import aggregate, to_markdown  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = {
     "legacy (legacy_hybrid reward, legacy features)": ["experiment=legacy"],

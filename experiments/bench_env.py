@@ -24,15 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from vidur_ppo.ppo.vector import make_vector_env
+from vidur_ppo.routing.env import VidurRoutingEnv
+from vidur_ppo.routing.heuristics import JSQ
+from vidur_ppo.sim.cluster import ClusterSpec
+from vidur_ppo.sim.driver import SimDriver, run_vidur
+from vidur_ppo.sim.workload import make_workload
+from vidur_ppo.workloads import DEFAULT_WORKLOAD
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vidur_ppo.env import DEFAULT_WORKLOAD, VidurRoutingEnv, make_vector_env, run_episode  # noqa: E402
-from vidur_ppo.heuristics import JSQ  # noqa: E402
-from vidur_ppo.sim.cluster import ClusterSpec  # noqa: E402
-from vidur_ppo.sim.driver import SimDriver, run_vidur  # noqa: E402
-from vidur_ppo.sim.workload import make_workload  # noqa: E402
-
 RESULTS = ROOT / "experiments" / "results"
 
 
@@ -159,11 +159,10 @@ def bench_vector(num_requests: int, steps: int) -> dict:
 
 
 _RSS_SNIPPET = """
-import resource, json, sys
-sys.path.insert(0, {root!r})
+import resource, json
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-from vidur_ppo.env import VidurRoutingEnv, run_episode
-from vidur_ppo.heuristics import JSQ
+from vidur_ppo.routing.env import VidurRoutingEnv, run_episode
+from vidur_ppo.routing.heuristics import JSQ
 imported = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 env = VidurRoutingEnv(workload={workload!r})
 m = run_episode(env, JSQ(), seed=0)
@@ -173,7 +172,7 @@ print(json.dumps({{"python_mb": base / 1024, "after_import_mb": imported / 1024,
 
 
 def bench_rss(num_requests: int) -> dict:
-    code = _RSS_SNIPPET.format(root=str(ROOT), workload=workload(num_requests, 4, DEFAULT_WORKLOAD["qps"] / 4))
+    code = _RSS_SNIPPET.format(workload=workload(num_requests, 4, DEFAULT_WORKLOAD["qps"] / 4))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

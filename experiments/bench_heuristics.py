@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from multiprocessing import get_context
 from pathlib import Path
 
+from vidur_ppo.eval.paired import evaluate_heuristics
+from vidur_ppo.eval.stats import mean_ci, paired_diff_ci
+from vidur_ppo.routing.env import EVAL_SEED_BASE, VidurRoutingEnv
+from vidur_ppo.routing.heuristics import HEURISTICS
+from vidur_ppo.workloads import DEFAULT_WORKLOAD, LIGHT_QPS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vidur_ppo.env import DEFAULT_WORKLOAD, LIGHT_QPS, evaluate_heuristics  # noqa: E402
-from vidur_ppo.heuristics import HEURISTICS  # noqa: E402
-from vidur_ppo.stats import mean_ci, paired_diff_ci  # noqa: E402
-
-EVAL_SEED_BASE = 100_000
 ORDER = list(HEURISTICS)
 COLUMNS = [("ttft_p50", "TTFT P50"), ("ttft_p99", "TTFT P99"), ("tbt_p99", "TBT P99"),
            ("e2e_p50", "E2E P50"), ("e2e_p99", "E2E P99"), ("throughput_rps", "req/s")]
@@ -32,7 +30,8 @@ COLUMNS = [("ttft_p50", "TTFT P50"), ("ttft_p99", "TTFT P99"), ("tbt_p99", "TBT 
 def _job(args):
     load, qps, seed, requests, replicas = args
     wl = {**DEFAULT_WORKLOAD, "qps": qps, "num_requests": requests}
-    rows = evaluate_heuristics(ORDER, cluster={"num_replicas": replicas}, workload=wl, seeds=[seed])
+    env = VidurRoutingEnv(cluster={"num_replicas": replicas}, workload=wl)  # the default E2E SLO (DEFAULT_SLO_E2E)
+    rows = evaluate_heuristics(ORDER, env, [seed])
     return [{"load": load, "qps": qps, **r} for r in rows]
 
 

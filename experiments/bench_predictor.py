@@ -27,13 +27,12 @@ from typing import Dict, List
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from vidur.entities import Batch, Request  # noqa: E402
-from vidur.execution_time_predictor import BaseExecutionTimePredictor  # noqa: E402
+from vidur.entities import Batch, Request
+from vidur.execution_time_predictor import BaseExecutionTimePredictor
 
-from vidur_ppo.sim import calibration as cal  # noqa: E402
-from vidur_ppo.sim.predictor import (  # noqa: E402
+from vidur_ppo.sim import calibration as cal
+from vidur_ppo.sim.predictor import (
     RooflineExecutionTimePredictor,
     RooflinePredictorConfig,
 )

@@ -35,11 +35,12 @@ CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
 args = json.loads(sys.argv[1])
-if args["code"] == "before":
-    sys.path.insert(0, args["before_dir"])
-    import workload_before as wl
+if args["code"] == "before":  # the reader file from `git show`, loaded as a module of its own
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("workload_before", args["before_dir"] + "/workload_before.py")
+    wl = sys.modules["workload_before"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wl)
 else:
-    sys.path.insert(0, args["root"])
     import vidur_ppo.sim.workload as wl
 workload = wl.TraceWorkload(**args["spec"])
 times, requests = [], 0
@@ -49,12 +50,13 @@ if args["case"] == "generate":
         requests += len(workload.generate(seed))
         times.append(time.perf_counter() - t)
 else:
-    from vidur_ppo.env import VidurRoutingEnv, run_episode
-    env = VidurRoutingEnv(cluster={"num_replicas": 4}, workload=workload)
+    from vidur_ppo.routing.env import VidurRoutingEnv, run_episode
+    env = VidurRoutingEnv(cluster={"num_replicas": 4})  # each episode replays the trace of the reader under test
     rr = iter(range(10**9))
     for seed in range(args["episodes"]):
         t = time.perf_counter()
-        requests += int(run_episode(env, lambda obs: next(rr) % 4, seed=seed)["num_requests"])
+        trace = workload.generate(seed)
+        requests += int(run_episode(env, lambda obs: next(rr) % 4, seed=seed, trace=trace)["num_requests"])
         times.append(time.perf_counter() - t)
 print(json.dumps({"requests": requests, "first_s": times[0], "later_s": sum(times[1:]),
                   "inner_s": time.perf_counter() - t0,
@@ -77,8 +79,7 @@ def write_trace(path: Path, rows: int, seed: int = 0) -> None:
 
 
 def run_case(code: str, case: str, spec: dict, episodes: int, before_dir: str) -> dict:
-    args = {"code": code, "case": case, "spec": spec, "episodes": episodes, "root": str(ROOT),
-            "before_dir": before_dir}
+    args = {"code": code, "case": case, "spec": spec, "episodes": episodes, "before_dir": before_dir}
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(args)], capture_output=True, text=True)
     wall = time.perf_counter() - t

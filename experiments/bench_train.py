@@ -11,25 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+
+from vidur_ppo.build import env_spec, make_sampler
+from vidur_ppo.config import register_configs, validate
+from vidur_ppo.models import make_model
+from vidur_ppo.ppo.trainer import PPOTrainer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vidur_ppo.config import register_configs, validate  # noqa: E402
-from vidur_ppo.env import make_vector_env  # noqa: E402
-from vidur_ppo.models import make_model  # noqa: E402
-from vidur_ppo.ppo.trainer import PPOTrainer  # noqa: E402
-from vidur_ppo.train import env_kwargs  # noqa: E402
-
 RESULTS = ROOT / "experiments" / "results"
 
 
@@ -48,26 +42,19 @@ def bench(overrides, num_envs: int, mode: str, updates: int) -> dict:
             "checkpoint_every=1000"])
     tc = validate(cfg)
     torch.set_num_threads(tc.torch_threads)
-    kw = env_kwargs(cfg)
-    from vidur_ppo.env import VidurRoutingEnv
-    from vidur_ppo.ppo.sampler import PolicyWorkerSampler
-
-    feats = VidurRoutingEnv(**kw).observation_space["features"].shape
-    if mode == "policy_workers":
-        envs = PolicyWorkerSampler(kw, num_envs, tc.ppo.num_workers, OmegaConf.to_container(cfg.model), feats[0], feats[1])
-    else:
-        envs = make_vector_env(num_envs, mode=mode, num_workers=tc.ppo.num_workers,
-                               autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **kw)
-    model = make_model(OmegaConf.to_container(cfg.model), feats[0], feats[1])
+    spec = env_spec(tc)  # the sampler follows ppo.vector_mode (sync, grouped or policy_workers)
+    feats = spec.make().observation_space["features"].shape
+    model = make_model(tc.model, feats[0], feats[1])
+    sampler = make_sampler(spec, tc.ppo, model, tc.model, feats[1], seed=0)
     opt = torch.optim.Adam(model.parameters(), lr=tc.ppo.lr)
     rows = Rows()
-    trainer = PPOTrainer(tc, envs, model, opt, rows, Path("/nonexistent"), np.random.default_rng(0), seed_limit=100_000)
-    trainer.save = lambda: None
-    envs.reset(seed=list(range(num_envs)))  # workers up (imports done) before the clock starts
+    trainer = PPOTrainer(tc.ppo, model, opt, np.random.default_rng(0), seed_limit=spec.seed_limit,
+                         reward_credit=spec.reward.credit, update_threads=tc.torch_threads_update)
+    sampler.reset(list(range(num_envs)))  # workers up (imports done) before the clock starts
     t0 = time.perf_counter()
-    trainer.run()
+    trainer.fit(sampler, rows.log, lambda: None, checkpoint_every=tc.checkpoint_every)
     wall = time.perf_counter() - t0
-    envs.close()
+    sampler.close()
     r = rows.rows
     tot = {k: sum(x[k] for x in r) for k in ("time_env", "time_policy", "time_update", "time_update_total")}
     steps = updates * tc.ppo.rollout_steps * num_envs
@@ -101,8 +88,8 @@ def main() -> None:
     md = ["# bench_train: PPO training throughput", "",
           f"Machine: {platform.machine()}, Python {platform.python_version()}, 2 cores. Default scenario, "
           f"model={args.model}, features={args.features}, rollout 128 steps per env, {args.updates} updates per row, "
-          "BC off. `grouped` = 2 worker processes stepping envs in lock-step (vidur_ppo.vector); `policy_workers` = 2 "
-          "processes that run the policy next to their envs (vidur_ppo.ppo.sampler; its rollout time includes the "
+          "BC off. `grouped` = 2 worker processes stepping envs in lock-step (vidur_ppo.ppo.vector); `policy_workers` = 2 "
+          "processes that run the policy next to their envs (vidur_ppo.ppo.samplers; its rollout time includes the "
           "policy forward). Command: "
           f"`python experiments/bench_train.py --updates {args.updates} --model {args.model} --features {args.features}`.", "",
           "| envs | vector env | env steps/s (whole loop) | updates/s | rollout steps/s | time in simulation | policy forward (rollout) | PPO update |",

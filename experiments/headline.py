@@ -4,10 +4,11 @@
 
 Trains `experiment=headline` (conf/experiment/headline.yaml) once per training seed with
 `python -m vidur_ppo.train`, timing each run, then evaluates every trained policy and every
-heuristic on the same held-out traces (seeds 100000 + i, never drawn in training) in five
-scenarios: the heavy training scenario, light load, 2 and 8 replicas, and a second workload
-shape, plus heavy load with noisy output lengths (what the size split is worth without an
-oracle). The learned scheduler's metric on a trace is the mean over the trained policies, so each
+heuristic of conf/eval/headline.yaml on the same held-out traces (seeds 100000 + i, never drawn
+in training) in that file's scenarios: the heavy training scenario, light load, 2 and 8 replicas,
+and a second workload shape, plus heavy load with noisy output lengths (what the size split is
+worth without an oracle); --eval-seeds and --requests override its `seeds` and `num_requests`.
+The learned scheduler's metric on a trace is the mean over the trained policies, so each
 comparison is paired by trace, and CIs are Student-t over the traces (95%). Writes
 experiments/results/headline.{md,json,csv} and a bar plot; finished training runs are reused,
 so an interrupted run continues.
@@ -20,34 +21,28 @@ import json
 import subprocess
 import sys
 import time
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from omegaconf import OmegaConf
+
+from vidur_ppo.eval.stats import mean_ci, paired_diff_ci
+from vidur_ppo.eval.suite import EvalConfig, run_jobs, suite_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from vidur_ppo.evaluate import _suite_job  # noqa: E402
-from vidur_ppo.stats import mean_ci, paired_diff_ci  # noqa: E402
-
-EVAL_SEED_BASE = 100_000
+HEADLINE_EVAL = ROOT / "conf" / "eval" / "headline.yaml"  # the scenarios, heuristics, seeds and requests
 ISSUE_HEURISTICS = ["lor", "jsq", "least_work_left", "power_of_two"]  # the issue's "best heuristic" bar
-HEURISTICS = ["round_robin", "random", *ISSUE_HEURISTICS, "sita_e"]
-SECOND_SHAPE = {"kind": "synthetic", "arrival": "gamma", "cv": 2.0,
-                "prefill": {"kind": "uniform", "min": 1024, "max": 3584},
-                "decode": {"kind": "lognormal", "median": 64, "sigma": 0.7, "min": 8, "max": 400}}
-SCENARIOS = [
-    {"name": "heavy_r4", "num_replicas": 4, "qps_per_replica": 6.0, "label": "heavy load (training scenario)"},
-    {"name": "light_r4", "num_replicas": 4, "qps_per_replica": 2.0, "label": "light load"},
-    {"name": "heavy_r2", "num_replicas": 2, "qps_per_replica": 6.0, "label": "2 replicas (unseen)"},
-    {"name": "heavy_r8", "num_replicas": 8, "qps_per_replica": 6.0, "label": "8 replicas (unseen)"},
-    {"name": "prefill_heavy_r4", "num_replicas": 4, "qps_per_replica": 2.5, "workload": SECOND_SHAPE,
-     "label": "second workload shape: long prompts, bursty (unseen)"},
-    {"name": "heavy_r4_noisy_lengths", "num_replicas": 4, "qps_per_replica": 6.0, "length_noise": 0.5,
-     "label": "heavy load, routers told each output length x exp(N(0, 0.5^2)), as from a length predictor"},
-]
+# The scenarios the targets below are measured on (names of conf/eval/headline.yaml's scenarios),
+# with the headings of their report sections.
+LABELS = {
+    "heavy_r4": "heavy load (training scenario)",
+    "light_r4": "light load",
+    "heavy_r2": "2 replicas (unseen)",
+    "heavy_r8": "8 replicas (unseen)",
+    "prefill_heavy_r4": "second workload shape: long prompts, bursty (unseen)",
+    "heavy_r4_noisy_lengths": "heavy load, routers told each output length x exp(N(0, 0.5^2)), as from a length predictor",
+}
 METRICS = [("e2e_p99", "E2E P99"), ("e2e_p50", "E2E P50"), ("ttft_p90", "TTFT P90"), ("ttft_p99", "TTFT P99"),
            ("tbt_p99", "TBT P99"), ("throughput_rps", "req/s")]
 
@@ -73,31 +68,45 @@ def train(seeds, root: Path, overrides) -> dict:
     return walls
 
 
-def evaluate_all(run_dirs, eval_seeds, requests: int, workers: int) -> pd.DataFrame:
+def load_eval(seeds=None, num_requests=None, workers=None) -> EvalConfig:
+    """conf/eval/headline.yaml as a validated EvalConfig, with the command line's overrides."""
+    raw = OmegaConf.load(HEADLINE_EVAL)
+    raw.pop("defaults", None)  # `schema` is EvalConfig, merged here as Hydra would
+    cli = {k: v for k, v in {"seeds": seeds, "num_requests": num_requests, "workers": workers}.items() if v is not None}
+    ev = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig), raw, cli))
+    missing = sorted(set(LABELS) - {sc["name"] for sc in ev.scenarios})
+    if missing:
+        sys.exit(f"{HEADLINE_EVAL} lacks the scenarios the targets are measured on: {', '.join(missing)}")
+    return ev
+
+
+def heuristics_of(ev: EvalConfig) -> list:
+    """The heuristics the suite runs on every trace (as `suite_jobs` picks them)."""
+    return list(suite_jobs(".", ev)[0][3])
+
+
+def evaluate_all(run_dirs, ev: EvalConfig) -> pd.DataFrame:
     """Every (scenario, trace): each trained policy, then every heuristic, on that one trace."""
+    per_run = [suite_jobs(rd, ev) for rd in run_dirs]  # each: (scenario, seed) jobs of one run
     jobs = []
-    for sc in SCENARIOS:
-        for seed in eval_seeds:
-            for i, rd in enumerate(run_dirs):
-                jobs.append((i, (str(rd), sc, seed, HEURISTICS if i == 0 else [], False, requests)))
-    rows = []
+    for same_trace in zip(*per_run):  # the heuristics run once per trace, with the first policy
+        jobs += [(i, (*job[:3], list(job[3]) if i == 0 else [], *job[4:])) for i, job in enumerate(same_trace)]
     try:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(jobs), desc="evaluate")
     except ImportError:  # pragma: no cover
         bar = None
-    with get_context("spawn").Pool(workers) as pool:
-        for (i, _), res in zip(jobs, pool.imap(_suite_job, [j for _, j in jobs])):
-            if res["errors"]:
-                sys.exit("\n".join(res["errors"]))
-            for r in res["rows"]:
-                if r["scheduler"] == "ppo":
-                    r["scheduler"], r["train_seed"] = f"ppo_{i}", i
-                rows.append(r)
-            if bar:
-                bar.update()
+    results = run_jobs([j for _, j in jobs], ev.workers, progress=bar.update if bar else None)
     if bar:
         bar.close()
+    rows = []
+    for (i, _), res in zip(jobs, results):
+        if res["errors"]:
+            sys.exit("\n".join(res["errors"]))
+        for r in res["rows"]:
+            if r["scheduler"] == "ppo":
+                r["scheduler"], r["train_seed"] = f"ppo_{i}", i
+            rows.append(r)
     df = pd.DataFrame(rows)
     # The learned scheduler on a trace: the mean over the trained policies.
     ppo = df[df.scheduler.str.startswith("ppo_")].groupby(["scenario", "seed"], as_index=False).mean(numeric_only=True)
@@ -164,8 +173,8 @@ def targets(df, walls, heavy_beats_rr) -> list:
     return out
 
 
-def scenario_table(df, sc) -> list:
-    names = ["ppo"] + [n for n in df[df.scenario == sc].scheduler.unique() if n.startswith("ppo_")] + HEURISTICS
+def scenario_table(df, sc, heuristics) -> list:
+    names = ["ppo"] + [n for n in df[df.scenario == sc].scheduler.unique() if n.startswith("ppo_")] + list(heuristics)
     best = best_of(df, sc, ISSUE_HEURISTICS)
     lines = ["| scheduler | " + " | ".join(lab for _, lab in METRICS) +
              f" | E2E P99 vs round_robin | E2E P99 vs {best} (best of 4) | E2E P99 vs sita_e |",
@@ -183,15 +192,15 @@ def scenario_table(df, sc) -> list:
     return lines
 
 
-def plot(df, path: Path) -> None:
+def plot(df, scenarios, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = ["ppo", "round_robin", "jsq", "least_work_left", "power_of_two", "sita_e"]
-    fig, axes = plt.subplots(1, len(SCENARIOS), figsize=(3.4 * len(SCENARIOS), 3.6))
-    for ax, sc in zip(axes, SCENARIOS):
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(3.4 * len(scenarios), 3.6))
+    for ax, sc in zip(axes, scenarios):
         vals = [mean_ci(series(df, sc["name"], n, "e2e_p99")) for n in names]
         ax.bar(range(len(names)), [v[0] for v in vals], yerr=[v[1] for v in vals], capsize=3,
                color=["tab:red"] + ["tab:gray"] * 4 + ["tab:blue"])
@@ -206,15 +215,20 @@ def plot(df, path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3, help="training seeds")
-    ap.add_argument("--eval-seeds", type=int, default=10, help="held-out traces per scenario")
-    ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--eval-seeds", type=int, default=None,
+                    help="held-out traces per scenario (default: `seeds` of conf/eval/headline.yaml, 10)")
+    ap.add_argument("--requests", type=int, default=None,
+                    help="requests per trace (default: `num_requests` of conf/eval/headline.yaml, 1000)")
+    ap.add_argument("--workers", type=int, default=None, help="evaluation processes (default: `workers`, 2)")
     ap.add_argument("--runs", type=Path, default=ROOT / "multirun" / "headline")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     ap.add_argument("--report-only", action="store_true", help="re-render the report from headline.csv")
     ap.add_argument("overrides", nargs="*", help="extra train overrides (key=value)")
     args = ap.parse_args()
     t0 = time.time()
+    ev = load_eval(args.eval_seeds, args.requests, args.workers)
+    args.eval_seeds, args.requests = ev.seeds, ev.num_requests
+    heuristics = heuristics_of(ev)
     seeds = list(range(args.seeds))
     if args.report_only:  # re-render from the saved evaluation (and the runs' recorded walls)
         walls = {s: float((args.runs / f"seed{s}" / "wall_s.txt").read_text()) for s in seeds}
@@ -224,15 +238,14 @@ def main() -> None:
         trained_now = not all((args.runs / f"seed{s}" / "wall_s.txt").exists() for s in seeds)
         walls = train(seeds, args.runs, args.overrides)
         run_dirs = [args.runs / f"seed{s}" for s in seeds]
-        eval_seeds = [EVAL_SEED_BASE + i for i in range(args.eval_seeds)]
-        df = evaluate_all(run_dirs, eval_seeds, args.requests, args.workers)
+        df = evaluate_all(run_dirs, ev)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         df.to_csv(args.out / "headline.csv", index=False)
     per_seed_beats = [series(df, "heavy_r4", f"ppo_{i}", "e2e_p99").mean() < series(df, "heavy_r4", "round_robin", "e2e_p99").mean()
                       for i in range(len(seeds))]
     tg = targets(df, walls, all(per_seed_beats))
-    plot(df, args.out / "headline.png")
+    plot(df, ev.scenarios, args.out / "headline.png")
     cfg = (ROOT / "conf" / "experiment" / "headline.yaml").read_text()
     cmd = "python experiments/headline.py " + " ".join(
         [f"--seeds {args.seeds}", f"--eval-seeds {args.eval_seeds}"] + list(args.overrides))
@@ -242,7 +255,7 @@ def main() -> None:
     md = ["# Headline: the learned scheduler against every heuristic", "",
           f"Command: `{cmd}` ({timing}). "
           f"{len(seeds)} training seeds (wall per run: " + ", ".join(f"{w:.0f} s" for w in walls.values()) + "); "
-          f"{args.eval_seeds} held-out traces per scenario (seeds {EVAL_SEED_BASE}..{EVAL_SEED_BASE + args.eval_seeds - 1}), "
+          f"{args.eval_seeds} held-out traces per scenario (seeds {ev.seed_base}..{ev.seed_list()[-1]}), "
           f"{args.requests} requests each, the same traces for every scheduler. \"ppo\" is the mean of the trained "
           "policies on each trace; differences are paired by trace, mean ± 95% CI half-width (negative = better). "
           "The issue's \"best heuristic\" is the best of LOR / JSQ / least-work-left / power-of-two per scenario; "
@@ -256,10 +269,11 @@ def main() -> None:
     md += ["", "![E2E P99 per scenario](headline.png)", "", "## Winning configuration", "",
            "`python -m vidur_ppo.train experiment=headline` (conf/experiment/headline.yaml):", "", "```yaml",
            cfg.strip(), "```", ""]
-    for sc in SCENARIOS:
+    for sc in ev.scenarios:
         sub = df[df.scenario == sc["name"]]
-        md += [f"## {sc['name']}: {sc['label']} ({sc['num_replicas']} replicas, {sub.qps.iloc[0]:g} QPS)", ""]
-        md += scenario_table(df, sc["name"]) + [""]
+        md += [f"## {sc['name']}: {LABELS.get(sc['name'], sc['name'])} ({int(sub.replicas.iloc[0])} replicas, "
+               f"{sub.qps.iloc[0]:g} QPS)", ""]
+        md += scenario_table(df, sc["name"], heuristics) + [""]
     (args.out / "headline.md").write_text("\n".join(md))
     (args.out / "headline.json").write_text(json.dumps({"targets": tg, "walls_s": walls, "command": cmd}, indent=1))
     print("\n".join(md[:len(tg) + 8]))

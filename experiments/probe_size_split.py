@@ -14,15 +14,12 @@ experiments/results/perf_attempts.md.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidur_ppo.env import DEFAULT_WORKLOAD, VidurRoutingEnv, run_episode  # noqa: E402
-from vidur_ppo.heuristics import SITAE, Heuristic, make_heuristic  # noqa: E402
+from vidur_ppo.routing.env import EVAL_SEED_BASE, VidurRoutingEnv, run_episode
+from vidur_ppo.routing.heuristics import SITAE, Heuristic, make_heuristic
+from vidur_ppo.workloads import DEFAULT_WORKLOAD
 
 
 def _work(rep):
@@ -88,7 +85,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--qps", type=float, default=DEFAULT_WORKLOAD["qps"])
     args = ap.parse_args()
-    seeds = [100_000 + i for i in range(args.seeds)]
+    seeds = [EVAL_SEED_BASE + i for i in range(args.seeds)]
     env = VidurRoutingEnv(workload={**DEFAULT_WORKLOAD, "qps": args.qps})
     rules = [make_heuristic("round_robin"), make_heuristic("jsq"), make_heuristic("least_work_left")]
     rules += [StaticSplit(t, 1) for t in (500, 600, 700)] + [StaticSplit(t, 2) for t in (150, 200, 250, 300, 350)]

@@ -15,23 +15,24 @@ import argparse
 import cProfile
 import json
 import pstats
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+OTHER = "other (Python runtime, logging, ...)"
 COMPONENTS = [  # first match wins: (label, path fragment)
     ("execution-time predictor (roofline)", "vidur_ppo/sim/predictor"),
     ("driver: replica state read-out", "vidur_ppo/sim/driver"),
-    ("feature building", "vidur_ppo/features"),
-    ("rewards + safety", "vidur_ppo/rewards"), ("rewards + safety", "vidur_ppo/safety"),
-    ("env wrapper (gymnasium)", "vidur_ppo/env"), ("env wrapper (gymnasium)", "gymnasium/"),
+    ("feature building", "vidur_ppo/routing/features"),
+    ("rewards + safety", "vidur_ppo/routing/rewards"), ("rewards + safety", "vidur_ppo/routing/safety"),
+    ("env wrapper (gymnasium)", "vidur_ppo/routing/env"), ("env wrapper (gymnasium)", "gymnasium/"),
     ("vidur simulator (events, schedulers, entities)", "vidur/"),
     ("torch (model forward + PPO update)", "torch/"), ("torch (model forward + PPO update)", "vidur_ppo/models"),
+    # BC, the curriculum and the vector envs sit in vidur_ppo/ppo/ but are Python glue, not torch
+    (OTHER, "vidur_ppo/ppo/bc"), (OTHER, "vidur_ppo/ppo/curriculum"), (OTHER, "vidur_ppo/ppo/vector"),
     ("torch (model forward + PPO update)", "vidur_ppo/ppo"),
+    ("torch (model forward + PPO update)", "vidur_ppo/routing/credit"),  # decision credit, applied in the PPO loop
     ("numpy", "numpy/"),
 ]
 
@@ -39,12 +40,12 @@ COMPONENTS = [  # first match wins: (label, path fragment)
 def component(filename: str, name: str) -> str:
     if filename == "~":  # C built-ins: torch ops (incl. autograd's backward), numpy, Python's own
         return ("torch (model forward + PPO update)" if "torch" in name else
-                "numpy" if "numpy" in name else "other (Python runtime, logging, ...)")
+                "numpy" if "numpy" in name else OTHER)
     key = f"{filename}:{name}"
     for label, frag in COMPONENTS:
         if frag in key:
             return label
-    return "other (Python runtime, logging, ...)"
+    return OTHER
 
 
 def main() -> None:

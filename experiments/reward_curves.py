@@ -5,15 +5,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vidur_ppo.routing.rewards import REWARDS, make_reward
 
-from vidur_ppo.rewards import REWARDS, make_reward  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

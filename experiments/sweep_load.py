@@ -10,23 +10,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from multiprocessing import get_context
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vidur_ppo.eval.paired import evaluate_heuristics
+from vidur_ppo.eval.stats import mean_ci
+from vidur_ppo.routing.env import VidurRoutingEnv
+from vidur_ppo.workloads import DEFAULT_WORKLOAD
 
-from vidur_ppo.env import DEFAULT_WORKLOAD, evaluate_heuristics  # noqa: E402
-from vidur_ppo.stats import mean_ci  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEDULERS = ["round_robin", "jsq", "least_work_left"]
 
 
 def _job(args):
     qps, seed, requests = args
-    rows = evaluate_heuristics(SCHEDULERS, workload={**DEFAULT_WORKLOAD, "qps": qps, "num_requests": requests},
-                               seeds=[seed])
+    env = VidurRoutingEnv(workload={**DEFAULT_WORKLOAD, "qps": qps, "num_requests": requests})  # default E2E SLO
+    rows = evaluate_heuristics(SCHEDULERS, env, [seed])
     return [{"qps": qps, **r} for r in rows]
 
 

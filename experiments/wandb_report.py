@@ -5,7 +5,7 @@
 
 Fetches the runs of a project (optionally one sweep group), reads each run's held-out evaluation
 (the `eval/summary` table logged at the end of training, and its config), and writes the same
-table as `python -m vidur_ppo.aggregate` does for local run dirs: mean ± 95% CI over runs of the
+table as `python -m vidur_ppo.eval.aggregate` does for local run dirs: mean ± 95% CI over runs of the
 trained policy's E2E P99 / TTFT P90 and of the paired difference to round-robin and LOR.
 Offline runs can be synced first with `wandb sync <run dir>/wandb/offline-run-*`.
 """
@@ -13,15 +13,13 @@ Offline runs can be synced first with `wandb sync <run dir>/wandb/offline-run-*`
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vidur_ppo.eval.aggregate import METRICS, to_markdown
 
-from vidur_ppo.aggregate import METRICS, to_markdown  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def fetch(project: str, entity: str | None, group: str | None, by: list[str], baselines: list[str]) -> pd.DataFrame:

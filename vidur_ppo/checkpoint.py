@@ -32,7 +32,7 @@ def restore_rng(state: Dict[str, Any], trainer_rng: np.random.Generator) -> None
 
 def save(run_dir: Path, payload: Dict[str, Any]) -> Path:
     path = Path(run_dir) / CHECKPOINT
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
@@ -63,56 +63,3 @@ def load_policy(run_dir, deterministic: bool = True):
     model.eval()
     return TorchPolicy(model, deterministic=deterministic), cfg
 
-
-def resumed_config(cli_cfg, run_dir: Path):
-    """`resume=<run dir>`: the run's saved config, with `resume` set."""
-    from omegaconf import OmegaConf
-
-    from vidur_ppo.checks import ConfigError
-
-    saved = Path(run_dir) / "config.yaml"
-    if not saved.exists():
-        raise ConfigError(f"resume={run_dir}: no config.yaml there (not a vidur-ppo run dir)")
-    cfg = OmegaConf.merge(cli_cfg, OmegaConf.load(saved))
-    cfg.resume = str(run_dir)
-    return cfg
-
-
-class RunState:
-    """What a run dir holds besides the logs: its config, feature names, and the checkpoint that
-    continues it (the trainer's state, every RNG, whether BC is done, the W&B run id)."""
-
-    def __init__(self, run_dir: Path, cfg, feature_names, num_replicas: int) -> None:
-        import json
-
-        from omegaconf import OmegaConf
-
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config))
-        (self.run_dir / "features.json").write_text(json.dumps({"names": list(feature_names)}, indent=1))
-        self.feature_names, self.num_replicas = list(feature_names), num_replicas
-        self.bc_done, self.wandb_id, self.logger = not bool(self.config["bc"]["enabled"]), None, None
-
-    def restore(self, trainer, rng: np.random.Generator) -> Optional[int]:
-        """Load the run dir's checkpoint into the trainer and the RNGs; the update it continues from."""
-        import sys
-
-        ckpt = load(self.run_dir)
-        if ckpt is None:
-            return None
-        trainer.load_state_dict(ckpt)
-        restore_rng(ckpt["rng"], rng)
-        self.bc_done, self.wandb_id = ckpt.get("bc_done", False) or self.bc_done, ckpt.get("wandb_id")
-        print(f"resuming {self.run_dir} from update {trainer.update}", file=sys.stderr)
-        return trainer.update
-
-    def attach(self, logger) -> None:
-        self.logger = logger
-
-    def save(self, trainer, rng: np.random.Generator) -> Path:
-        return save(self.run_dir, {**trainer.state_dict(), "rng": rng_state(rng), "bc_done": self.bc_done,
-                                   "wandb_id": self.logger.wandb_id if self.logger else self.wandb_id,
-                                   "config": self.config, "num_replicas": self.num_replicas,
-                                   "feature_names": self.feature_names})

@@ -8,6 +8,7 @@ objects, before any training starts. YAML options in conf/<group>/ start from th
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -56,7 +57,8 @@ class TrainConfig:
     bc: BCConfig = field(default_factory=BCConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     seed: int = 0
-    resume: Optional[str] = None
+    resume: Optional[str] = None  # a run dir: continue it exactly from its last checkpoint
+    overwrite: bool = False  # start over in a run dir that already holds a run
     checkpoint_every: int = 5  # updates
     slo_e2e: float = DEFAULT_SLO_E2E
     length_noise: float = 0.0  # sigma of lognormal noise on the output length routers are told (0: exact)
@@ -85,7 +87,14 @@ SCHEMAS = {
 }
 
 
+def _hydra_dir(resume: Optional[str], default: str) -> str:
+    """Hydra's own output dir: a resumed run's invocation files go under its run dir, not a new one."""
+    return f"{resume}/.resume_hydra/{default.replace('/', '_')}" if resume else default
+
+
 def register_configs() -> None:
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", _hydra_dir)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     for group, options in SCHEMAS.items():
@@ -95,11 +104,38 @@ def register_configs() -> None:
         cs.store(group=group, name="schema", node=node)
 
 
+def _reject_unknown_keys(node: DictConfig, prefix: str = "") -> None:
+    """Keys a schema does not have (appended with `+key=...`) would be ignored silently: refuse them."""
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        known = {f.name for f in dataclasses.fields(schema)}
+        extra = [k for k in node.keys() if k not in known]
+        check(not extra, f"{prefix}{extra[0] if extra else ''}", f"is not a key of {schema.__name__} (appended with +?)",
+              extra)
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none() and not child._is_missing():
+            _reject_unknown_keys(child, f"{prefix}{key}.")
+
+
+def _source_key(cfg: DictConfig, message: str) -> str:
+    """A check failed on an interpolated value (features.slo = ${slo_e2e}): name the key it comes from."""
+    key = message.split(" ", 1)[0]
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if isinstance(node, DictConfig) and leaf in node and OmegaConf.is_interpolation(node, leaf):
+        raw = str(node._get_node(leaf)._value())
+        if raw.startswith("${") and raw.endswith("}") and ":" not in raw:
+            return message.replace(key, raw[2:-1], 1)
+    return message
+
+
 def validate(cfg: DictConfig) -> TrainConfig:
     """Build the dataclass objects (runs every `__post_init__` check); raises ConfigError."""
     try:
+        _reject_unknown_keys(cfg)
         return OmegaConf.to_object(cfg)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        raise ConfigError(_source_key(cfg, str(exc))) from None
     except Exception as exc:  # omegaconf validation errors carry the full key
         raise ConfigError(str(exc).splitlines()[0]) from None

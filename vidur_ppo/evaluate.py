@@ -1,6 +1,8 @@
 """`python -m vidur_ppo.evaluate checkpoint=<run dir> [eval=suite|default|smoke] [eval.seeds=5]`:
 a trained run on a suite of scenarios (light/heavy load, 2/4/8 replicas, two workload shapes,
-user traces); writes report.md, metrics.csv and plots into <run dir>/evaluate_<suite>/."""
+user traces); writes report.md, metrics.csv and plots into <run dir>/evaluate_<suite>/ (a new
+evaluate_<suite>-2, -3, ... when that is taken) or `out=`. Scenarios that fail are listed in
+report.md and the exit code is 1; everything that ran is still written."""
 
 from __future__ import annotations
 
@@ -13,6 +15,34 @@ from omegaconf import DictConfig, OmegaConf
 from vidur_ppo.config import ConfigError, register_configs
 
 register_configs()
+
+
+def output_dir(out, overwrite: bool, run_dir: Path, suite: str) -> Path:
+    """A dir of this evaluate run alone, so two runs never overwrite each other: the default one
+    gets a numeric suffix when taken (claimed by an atomic mkdir, said on stderr); a named `out=`
+    that holds files is refused unless overwrite=true."""
+    if out:
+        path = Path(out)
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            print(f"error: out={path} is not empty; pick another out= or pass overwrite=true", file=sys.stderr)
+            sys.exit(2)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    base = run_dir / f"evaluate_{suite}"
+    if overwrite:
+        base.mkdir(exist_ok=True)
+        return base
+    for i in range(1, 10_000):
+        path = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        if i > 1:
+            print(f"{base.name} exists: writing to {path.name} (overwrite=true writes into {base.name})",
+                  file=sys.stderr)
+        return path
+    raise RuntimeError(f"no free output dir next to {base}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
@@ -33,12 +63,19 @@ def main(cfg: DictConfig) -> None:
     except (FileNotFoundError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{ev.name}"
+    if not isinstance(cfg.overwrite, bool):
+        print(f"config error: overwrite must be true or false, got {cfg.overwrite!r}", file=sys.stderr)
+        sys.exit(2)
+    out = output_dir(cfg.out, cfg.overwrite, run_dir, ev.name)
     bar = tqdm(total=max(1, len(ev.scenarios)) * ev.seeds, desc=f"evaluate {ev.name}")
-    text = run_suite(run_dir, ev, out, progress=lambda: bar.update(1))
+    text, failed = run_suite(run_dir, ev, out, progress=lambda: bar.update(1))
     bar.close()
     print(text)
     print(f"\nwritten: {out}/report.md, metrics.csv, *.png", file=sys.stderr)
+    if failed:
+        for sc, errs in failed.items():
+            print(f"failed scenario {sc}: {'; '.join(errs)}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 CSV rows are flushed as they are written, so a crash loses nothing that was logged; on resume
 the rows after the checkpoint's update are dropped first, so every update appears exactly once.
 A failing W&B or TensorBoard sink is switched off with a warning; it never stops training.
+W&B online falls back to offline (synced later with `wandb sync`) when the server does not answer,
+so a run without network neither waits 90 s nor loses its W&B record.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ from vidur_ppo.checks import StrEnum, choice
 
 METRICS_CSV = "metrics.csv"
 EVENTS_CSV = "events.csv"
+WANDB_PROBE_S = 2.0  # an HTTP request to the W&B server before an online init
+WANDB_INIT_S = 10.0  # wandb.init's own limit (90 s by default); probe + init + offline init < 15 s
 
 
 class WandbMode(StrEnum):
@@ -40,6 +45,26 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         choice(self, "logger", "wandb_mode", WandbMode)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _reachable(url: str, timeout: float = WANDB_PROBE_S) -> bool:
+    """Whether an HTTP server answers at `url` within `timeout` s (any status; proxies from the
+    environment honoured): wandb.init online waits 90 s for one that does not, and a server that
+    accepts but never answers would also hold the process at exit."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _truncate_csv(path: Path, key: str, last: int) -> None:
@@ -108,6 +133,7 @@ class RunLogger:
         self.events = CSVSink(self.run_dir / EVENTS_CSV)
         self.wandb = None
         self.wandb_id = wandb_id
+        self._step = 0  # the last W&B step written
         self.tb = None
         if logger_cfg.wandb:
             self._init_wandb(config, logger_cfg, group, job_type, tags)
@@ -121,19 +147,35 @@ class RunLogger:
 
     def _init_wandb(self, config: Mapping[str, Any], logger_cfg: Any, group: Optional[str] = None,
                     job_type: Optional[str] = None, tags: Optional[List[str]] = None) -> None:
+        """wandb.init in the configured mode (WANDB_MODE wins); online, an unreachable server or
+        a failing init (no API key, timeout) falls back to offline with one line on stderr."""
         try:
             import wandb
 
             mode = os.environ.get("WANDB_MODE", str(logger_cfg.wandb_mode))
-            self.wandb = wandb.init(
-                project=logger_cfg.wandb_project, group=logger_cfg.wandb_group or group, job_type=job_type,
-                tags=[t[:64] for t in (tags or [])][:20] or None, dir=str(self.run_dir),
-                config=dict(config), mode=mode, id=self.wandb_id, resume="allow",
-                settings=wandb.Settings(silent=True, console="off"),
-            )
+            kwargs = dict(project=logger_cfg.wandb_project, group=logger_cfg.wandb_group or group,
+                          job_type=job_type, tags=[t[:64] for t in (tags or [])][:20] or None, dir=str(self.run_dir),
+                          config=dict(config), id=self.wandb_id, resume="allow")
+            quiet = dict(silent=True, console="off")
+            reason = None
+            if mode == "online":
+                url = wandb.setup().settings.base_url
+                if not _reachable(url):
+                    reason = f"W&B server {url} unreachable"
+                else:
+                    try:
+                        self.wandb = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=WANDB_INIT_S, **quiet),
+                                                **kwargs)
+                    except Exception as exc:  # noqa: BLE001 - no API key, timeout, server error
+                        reason = f"W&B online init failed: {_first_line(exc)}"
+            if self.wandb is None:
+                self.wandb = wandb.init(mode="offline" if reason else mode, settings=wandb.Settings(**quiet), **kwargs)
             self.wandb_id = self.wandb.id
+            if reason:
+                print(f"warning: {reason}; logging offline, sync later: wandb sync {self.wandb.settings.sync_dir}",
+                      file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - W&B never stops training
-            warnings.warn(f"W&B logging off: {exc}")
+            warnings.warn(f"W&B logging off: {_first_line(exc)}")
             self.wandb = None
 
     def _safe(self, fn, *args, **kwargs) -> None:
@@ -146,21 +188,30 @@ class RunLogger:
             else:
                 self.tb = None
 
+    def _wandb_log(self, data: Mapping[str, Any], update: Optional[int] = None) -> None:
+        """Every W&B write names its step, never below the last one: W&B silently drops a step
+        below its current one (the final `eval` event was lost after the report's images)."""
+        if self.wandb is not None:
+            self._step = max(self._step, int(update or 0))
+            self._safe(self.wandb.log, dict(data), step=self._step)
+
     def log(self, row: Mapping[str, Any]) -> None:
         self.metrics.write(row)
         step = int(row.get("update", 0))
         scalars = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "update"}
-        if self.wandb is not None:
-            self._safe(self.wandb.log, scalars, step=step)
+        self._wandb_log(scalars, step)
         if self.tb is not None:
             for k, v in scalars.items():
                 self._safe(self.tb.add_scalar, k, v, step)
 
     def event(self, name: str, update: int, **data: Any) -> None:
+        """An occasional thing; its numbers are also set in the W&B run summary, so the final
+        `eval` event (the tuning objective) is what run tables and sweeps show."""
         self.events.write({"update": update, "event": name, "data": json.dumps(data, default=str)})
-        if self.wandb is not None:
-            self._safe(self.wandb.log, {f"event/{name}": 1, **{f"event/{name}/{k}": v for k, v in data.items()
-                                                              if isinstance(v, (int, float))}}, step=update)
+        numbers = {f"event/{name}/{k}": v for k, v in data.items() if isinstance(v, (int, float))}
+        self._wandb_log({f"event/{name}": 1, **numbers}, update)
+        if self.wandb is not None and numbers:
+            self._safe(self.wandb.summary.update, numbers)
 
     def log_table(self, name: str, rows: List[Dict[str, Any]]) -> None:
         if self.wandb is None or not rows:
@@ -169,7 +220,7 @@ class RunLogger:
             import wandb
 
             cols = list(rows[0])
-            self.wandb.log({name: wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
+            self._wandb_log({name: wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])})
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"W&B table not logged: {exc}")
 
@@ -179,7 +230,7 @@ class RunLogger:
         try:
             import wandb
 
-            self.wandb.log({f"report/{k}": wandb.Image(str(v)) for k, v in images.items()})
+            self._wandb_log({f"report/{k}": wandb.Image(str(v)) for k, v in images.items()})
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"W&B images not logged: {exc}")
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from vidur_ppo import build, checkpoint
+from vidur_ppo import build, checkpoint, rundir
 from vidur_ppo.config import ConfigError, TrainConfig, register_configs, validate
 
 register_configs()
@@ -53,13 +53,14 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, demos_needed: bool):
     """BC from the teacher (once per run, then a checkpoint), and the demonstrations fading BC
-    needs; returns them."""
-    from vidur_ppo.ppo.bc import demonstrations, warm_start as bc_warm_start
+    needs (a resumed run re-collects the warm start's from their seeds); returns them."""
+    from vidur_ppo.ppo.bc import collect_demos, warm_start as bc_warm_start
 
     if tc.bc.enabled and not run_state.bc_done:
         bar = progress_bar(tc.logger.progress, tc.bc.epochs, 0, f"BC from {tc.bc.teacher}")
-        demos, result = bc_warm_start(trainer.model, env, tc.bc, rng, tc.eval.seed_base, trainer.update_threads,
-                                      progress=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+        demos, result, run_state.bc_seeds = bc_warm_start(
+            trainer.model, env, tc.bc, rng, tc.eval.seed_base, trainer.update_threads,
+            progress=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
         bar.close()
         logger.event("bc", 0, **result)
         print(f"BC warm start from {tc.bc.teacher}: {100 * result['agreement']:.1f}% agreement on held-out episodes",
@@ -67,10 +68,13 @@ def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, demos_need
         run_state.bc_done = True
         run_state.save(trainer, rng)
         return demos
-    return demonstrations(env, tc.bc, rng, tc.eval.seed_base) if demos_needed else None
+    if not demos_needed:
+        return None
+    seeds = run_state.bc_seeds or [int(s) for s in rng.integers(tc.eval.seed_base, size=tc.bc.episodes)]
+    return collect_demos(env, tc.bc.teacher, seeds)
 
 
-def final_evaluation(tc: TrainConfig, spec: build.EnvSpec, model, run_dir: Path, logger, update: int) -> float:
+def final_evaluation(tc: TrainConfig, spec: build.EnvSpec, model, run_dir: Path, logger, update: int, stop) -> float:
     """The trained policy and the baselines on the held-out seeds; writes the run's report."""
     from vidur_ppo.eval import report
     from vidur_ppo.eval.paired import TorchPolicy, evaluate, summary_table, to_float_rows
@@ -81,7 +85,7 @@ def final_evaluation(tc: TrainConfig, spec: build.EnvSpec, model, run_dir: Path,
     bar = progress_bar(tc.logger.progress, len(seeds) * len(policies), 0, "evaluate")
     details: Dict[str, Any] = {}
     env = build.eval_env_spec(tc, spec).make()
-    rows = to_float_rows(evaluate(env, policies, seeds, progress=lambda: bar.update(1), details=details))
+    rows = to_float_rows(evaluate(env, policies, seeds, progress=lambda: (stop.check(), bar.update(1)), details=details))
     bar.close()
     figs = report.run_report(run_dir, rows, details, seeds, tc.eval)
     logger.log_images({f.stem: f for f in figs})
@@ -92,14 +96,28 @@ def final_evaluation(tc: TrainConfig, spec: build.EnvSpec, model, run_dir: Path,
     return ppo_p99
 
 
-def run(cfg: DictConfig, run_dir: Path) -> float:
+def run(cfg: DictConfig, run_dir: Path, resumed_overrides=()) -> float:
+    """One training run in `run_dir` (locked for its duration); returns the held-out E2E P99."""
+    from vidur_ppo.interrupts import StopSignals
+
+    tc = validate(cfg)
+    lock = rundir.claim(run_dir, resume=bool(tc.resume), overwrite=tc.overwrite)
+    try:
+        with StopSignals() as stop:
+            return train(tc, cfg, run_dir, stop, resumed_overrides)
+    finally:
+        rundir.release_lock(lock)
+
+
+def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrides=()) -> float:
+    """build -> warm start -> fit -> evaluate -> report."""
+    from vidur_ppo.interrupts import StopRequested
     from vidur_ppo.models import make_model
     from vidur_ppo.ppo.bc import FadingBC
     from vidur_ppo.ppo.curriculum import make_curriculum
-    from vidur_ppo.ppo.trainer import PPOTrainer
+    from vidur_ppo.ppo.trainer import PPOTrainer, TrainingDiverged
     from vidur_ppo.runlog import RunLogger
 
-    tc = validate(cfg)
     torch.set_num_threads(tc.torch_threads)
     rng = seed_everything(tc.seed)
     spec = build.env_spec(tc)
@@ -108,26 +126,35 @@ def run(cfg: DictConfig, run_dir: Path) -> float:
     model = make_model(tc.model, probe.cluster.num_replicas, len(features))
     trainer = PPOTrainer(tc.ppo, model, torch.optim.Adam(model.parameters(), lr=tc.ppo.lr, eps=1e-5), rng,
                          tc.eval.seed_base, spec.reward.credit, tc.torch_threads_update, feature_names=features)
-    run_state = checkpoint.RunState(run_dir, cfg, features, probe.cluster.num_replicas)
-    resumed = run_state.restore(trainer, rng) if tc.resume else None
-    logger = RunLogger(run_dir, run_state.config, tc.logger, resume_update=resumed, wandb_id=run_state.wandb_id,
-                       **_sweep_identity())
-    run_state.attach(logger)
-    save = lambda: run_state.save(trainer, rng)  # noqa: E731
+    state = rundir.RunState(run_dir, cfg, features, probe.cluster.num_replicas)
+    resumed = state.restore(trainer, rng) if tc.resume else None
+    logger = state.logger = RunLogger(run_dir, state.config, tc.logger, resume_update=resumed,
+                                      wandb_id=state.wandb_id, **_sweep_identity())
+    if resumed_overrides:
+        logger.event("resume", trainer.update, overrides=list(resumed_overrides))
     try:
         fading = tc.bc.enabled and tc.ppo.bc_coef > 0 and tc.ppo.bc_fade_updates > trainer.update
-        demos = warm_start(tc, trainer, probe, rng, run_state, logger, demos_needed=fading)
+        demos = warm_start(tc, trainer, probe, rng, state, logger, demos_needed=fading)
+        stop.check()
         trainer.fading_bc = FadingBC(demos, tc.ppo.bc_coef, tc.ppo.bc_fade_updates) if fading else None
-        sampler = build.make_sampler(spec, tc.ppo, model, tc.model, len(features), tc.seed)
+        state.sampler = build.make_sampler(spec, tc.ppo, model, tc.model, len(features), tc.seed)
         curriculum = make_curriculum(tc.curriculum, spec.workload, dataclasses.asdict(spec.reward))
         bar = progress_bar(tc.logger.progress, tc.ppo.num_updates, trainer.update, "PPO")
         try:
-            trainer.fit(sampler, lambda row: (logger.log(row), _show(bar, row)), save, tc.checkpoint_every,
-                        curriculum, on_event=lambda name, **data: logger.event(name, trainer.update, **data))
+            finished = trainer.fit(state.sampler, lambda row: (logger.log(row), _show(bar, row)),
+                                   lambda: state.save(trainer, rng), tc.checkpoint_every, curriculum,
+                                   on_event=lambda name, **data: logger.event(name, trainer.update, **data),
+                                   restore=state.sampler_state, stop=stop)
         finally:
             bar.close()
-            sampler.close()
-        return final_evaluation(tc, spec, model, run_dir, logger, trainer.update)
+            state.sampler.close()
+            state.sampler = None
+        if not finished:
+            raise StopRequested(stop.signum)
+        return final_evaluation(tc, spec, model, run_dir, logger, trainer.update, stop)
+    except TrainingDiverged as exc:
+        logger.event("diverged", trainer.update, reason=str(exc))
+        raise TrainingDiverged(f"{exc}; the last good checkpoint is {run_dir / checkpoint.CHECKPOINT}") from None
     finally:
         logger.close()
 
@@ -141,25 +168,67 @@ def _show(bar, row: Dict[str, Any]) -> None:
     bar.set_postfix(ret=f"{ret:.1f}", e2e_p99=f"{p99:.2f}", sps=f"{row['sps']:.0f}")
 
 
+def _exit(message: str, code: int) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    from vidur_ppo.interrupts import StopRequested
+    from vidur_ppo.ppo.trainer import TrainingDiverged
+
+    hc = HydraConfig.get()
+    run_dir, applied = Path(cfg.resume or hc.runtime.output_dir), ()
     try:
         if cfg.resume:
-            run_dir = Path(cfg.resume)
-            cfg = checkpoint.resumed_config(cfg, run_dir)
-        else:
-            run_dir = Path(HydraConfig.get().runtime.output_dir)
-        return run(cfg, run_dir)
-    except ConfigError as exc:
-        from hydra.types import RunMode
+            cfg, applied = rundir.resumed_config(cfg, run_dir, hc.overrides.task)
+        return run(cfg, run_dir, applied)
+    except (ConfigError, TrainingDiverged) as exc:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # a failed job of a sweep: the sweeper records it (Optuna: a failed trial) and goes on
+        _exit(f"config error: {exc}" if isinstance(exc, ConfigError) else f"training diverged: {exc}",
+              2 if isinstance(exc, ConfigError) else 3)
+    except StopRequested as exc:
+        _exit(f"stopped by {exc}: checkpoint in {run_dir}; continue with: python -m vidur_ppo.train resume={run_dir}",
+              128 + exc.signum)
+    except KeyboardInterrupt:
+        _exit(f"aborted (second Ctrl-C); the last checkpoint is in {run_dir}", 130)
 
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # a failed job of a sweep: the sweeper records it and goes on
-        print(f"config error: {exc}", file=sys.stderr)
-        sys.exit(2)
+
+def one_line(exc: BaseException) -> str:
+    """Hydra's composition errors (several lines, the key in a `full_key:` line) as one line."""
+    import re
+
+    cause = exc.__cause__
+    text = f"{exc}\n{cause or ''}"
+    detail = str(cause or exc).strip().splitlines()[0]
+    key = re.search(r"full_key: (\S+)", text)
+    options = re.findall(r"^\t(?!schema_)(\w+)$", text.split("Config search path")[0], re.M)
+    out = f"{key[1]}: {detail}" if key and key[1] not in detail else detail
+    return f"{out} (options: {', '.join(options)})" if options else out
+
+
+def cli() -> None:
+    """`python -m vidur_ppo.train`: a config Hydra cannot compose is one line naming the key, exit 2
+    (HYDRA_FULL_ERROR=1 still shows Hydra's full report)."""
+    import os
+
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    full = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's report
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        if full:
+            raise
+        _exit(f"config error: {one_line(exc)}", 2)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

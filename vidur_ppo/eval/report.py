@@ -121,16 +121,21 @@ def _figures(details: Mapping, out_dir: Path, label: str, title: str) -> List[Pa
     return figs
 
 
-def suite_report(run_dir, eval_cfg, jobs: Sequence[tuple], results: Sequence[Mapping], out_dir: Path) -> str:
-    """report.md of an evaluation suite: one paired table (and figures) per scenario, P99 vs load."""
+def suite_report(run_dir, eval_cfg, jobs: Sequence[tuple], results: Sequence[Mapping], out_dir: Path,
+                 failed: Optional[Mapping[str, Sequence[str]]] = None) -> str:
+    """report.md of an evaluation suite: one paired table (and figures) per scenario, P99 vs load;
+    the scenarios that failed (`failed`: name -> one-line errors) are listed first, so a partial
+    report is never mistaken for a whole one."""
     from vidur_ppo.eval.paired import summary_table
 
     rows = [r for res in results for r in res["rows"]]
-    errors = sorted(set(e for res in results for e in res["errors"]))
+    errors = sorted(set(e for res in results if not res.get("failed") for e in res["errors"]))
     md = [f"# Evaluation of `{run_dir}`", "",
           f"{eval_cfg.seeds} held-out seeds from {eval_cfg.seed_base}, {eval_cfg.num_requests} requests per episode; "
           "every scheduler serves the same trace per seed. Mean ± 95% CI; \"vs\" columns are paired relative "
           "differences (negative = better than the reference). Times in seconds.", ""]
+    if failed:
+        md += ["## Failed scenarios", ""] + [f"- `{sc}`: {e}" for sc, errs in failed.items() for e in errs] + [""]
     if errors:
         md += ["Not evaluated:", ""] + [f"- {e}" for e in errors] + [""]
     for sc in dict.fromkeys(job[1]["name"] for job in jobs):
@@ -138,7 +143,7 @@ def suite_report(run_dir, eval_cfg, jobs: Sequence[tuple], results: Sequence[Map
         if not sub:
             continue
         md += [f"## {sc} ({sub[0]['replicas']} replicas, {sub[0]['qps']:g} QPS)", "", summary_table(sub), ""]
-        det = next((res["details"] for res, job in zip(results, jobs) if job[1]["name"] == sc), None)
+        det = next((res["details"] for res, job in zip(results, jobs) if job[1]["name"] == sc and res["details"]), None)
         figs = _figures(det or {}, out_dir, sc, sc)
         md += [f for p in figs for f in (figure_links([p], out_dir), "")]
     p = p99_vs_load([r for r in rows if r.get("shape", "trained") == "trained"], out_dir / "p99_vs_load.png")

@@ -1,11 +1,12 @@
 """Evaluation suites: a trained run's policy and the heuristics on a list of scenarios (cluster
 size, load, workload shape, length noise), each (scenario, seed) a job in a worker process, every
-scheduler on the same trace; writes metrics.csv, report.md and figures."""
+scheduler on the same trace; writes metrics.csv, report.md and figures. A job that raises (a bad
+workload spec, a missing trace file) fails alone: the rest is still evaluated and written."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from vidur_ppo.checks import check, positive
 from vidur_ppo.routing.env import EVAL_SEED_BASE
@@ -77,6 +78,22 @@ def suite_job(args) -> Dict[str, Any]:
     return out
 
 
+def safe_suite_job(args) -> Dict[str, Any]:
+    """`suite_job`, but an exception fails only this job: its one-line message becomes the result's
+    `failed` (and its `errors`, so callers that stop on errors still stop). Unexpected exception
+    types (bugs rather than bad input) also print their traceback to stderr."""
+    try:
+        return suite_job(args)
+    except Exception as exc:  # noqa: BLE001 - reported per scenario, the suite goes on
+        if not isinstance(exc, (ValueError, OSError)):
+            import traceback
+
+            traceback.print_exc()
+        first = (str(exc).strip().splitlines() or [""])[0]
+        msg = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        return {"rows": [], "errors": [f"{args[1]['name']}: failed: {msg}"], "details": None, "failed": msg}
+
+
 def suite_jobs(run_dir, eval_cfg: EvalConfig) -> List[tuple]:
     """The (scenario, seed) jobs of a suite; an empty scenario list means the run's own scenario."""
     from omegaconf import OmegaConf
@@ -89,20 +106,34 @@ def suite_jobs(run_dir, eval_cfg: EvalConfig) -> List[tuple]:
 
 
 def run_jobs(jobs: List[tuple], workers: int, progress=None) -> List[Dict[str, Any]]:
-    """Suite jobs in `workers` spawned processes, results in job order."""
+    """Suite jobs in `workers` spawned processes, results in job order; a failing job gives a
+    result with `failed` set (see `safe_suite_job`) instead of stopping the others."""
     from multiprocessing import get_context
 
     results = []
     with get_context("spawn").Pool(max(1, int(workers))) as pool:
-        for res in pool.imap(suite_job, jobs):
+        for res in pool.imap(safe_suite_job, jobs):
             results.append(res)
             if progress:
                 progress()
     return results
 
 
-def run_suite(run_dir, eval_cfg: EvalConfig, out_dir, progress=None) -> str:
-    """Evaluate a run dir's policy on every scenario of a suite; write metrics.csv, report.md, plots."""
+def failed_scenarios(jobs: List[tuple], results: List[Dict[str, Any]]) -> Dict[str, List[str]]:
+    """Scenario name -> its failed jobs' one-line errors (seeds named where only some failed)."""
+    out: Dict[str, List[str]] = {}
+    for sc in dict.fromkeys(job[1]["name"] for job in jobs):
+        mine = [(job[2], res.get("failed")) for job, res in zip(jobs, results) if job[1]["name"] == sc]
+        bad = [(seed, msg) for seed, msg in mine if msg]
+        if bad:
+            whole = len(bad) == len(mine)
+            out[sc] = list(dict.fromkeys(msg if whole else f"seed {seed}: {msg}" for seed, msg in bad))
+    return out
+
+
+def run_suite(run_dir, eval_cfg: EvalConfig, out_dir, progress=None) -> Tuple[str, Dict[str, List[str]]]:
+    """Evaluate a run dir's policy on every scenario of a suite; write metrics.csv, report.md and
+    plots of every scenario that ran. Returns the report text and the failed scenarios."""
     from pathlib import Path
 
     import pandas as pd
@@ -115,6 +146,7 @@ def run_suite(run_dir, eval_cfg: EvalConfig, out_dir, progress=None) -> str:
     results = run_jobs(jobs, eval_cfg.workers, progress)
     rows = [r for res in results for r in res["rows"]]
     pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False)
-    text = suite_report(run_dir, eval_cfg, jobs, results, out_dir)
+    failed = failed_scenarios(jobs, results)
+    text = suite_report(run_dir, eval_cfg, jobs, results, out_dir, failed)
     (out_dir / "report.md").write_text(text)
-    return text
+    return text, failed

@@ -168,7 +168,8 @@ class FadingBC:
 def warm_start(model, env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Generator, seed_limit: int,
                update_threads: int, progress: Optional[Callable[[int, float], None]] = None):
     """Behaviour cloning before PPO: demonstrations of the teacher on training seeds, cross-entropy
-    with every core, agreement on held-out episodes. Returns (train demos, result for the log)."""
+    with every core, agreement on held-out episodes. Returns (train demos, result for the log, the
+    seeds of the train demos: a resumed run re-collects the same demonstrations from them)."""
     seeds = [int(s) for s in rng.integers(seed_limit, size=cfg.episodes + cfg.holdout_episodes)]
     demos = collect_demos(env, cfg.teacher, seeds)
     train, held = demos[: cfg.episodes], demos[cfg.episodes:]
@@ -180,9 +181,4 @@ def warm_start(model, env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Genera
         torch.set_num_threads(threads)
     result = {"teacher": cfg.teacher, "agreement": agreement(model, held), "final_loss": losses[-1],
               "decisions": int(sum(len(d.actions) for d in train))}
-    return train, result
-
-
-def demonstrations(env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Generator, seed_limit: int) -> List[Demo]:
-    """Fresh training demonstrations (fading BC after a resume, when the warm start's are gone)."""
-    return collect_demos(env, cfg.teacher, [int(s) for s in rng.integers(seed_limit, size=cfg.episodes)])
+    return train, result, seeds[: cfg.episodes]

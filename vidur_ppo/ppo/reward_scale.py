@@ -4,7 +4,7 @@ scale for the critic and the advantages."""
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 import numpy as np
 
@@ -29,8 +29,10 @@ class RewardScaler:
         self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, float(x.mean()),
                                                         float(x.var()), x.size)
 
-    def state_dict(self) -> Dict[str, float]:
-        return {"mean": self.mean, "var": self.var, "count": self.count}
+    def state_dict(self) -> Dict[str, Any]:
+        return {"mean": self.mean, "var": self.var, "count": self.count, "ret": self.ret.copy()}
 
-    def load_state_dict(self, state: Dict[str, float]) -> None:
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+        if "ret" in state:  # the running discounted return of each env's episode in flight
+            self.ret = np.array(state["ret"], dtype=float)

@@ -106,6 +106,20 @@ class RolloutCollector:
         self.state, self.starts = self.initial_state(self.num_envs), torch.ones(self.num_envs)
         self.episodes.reset()
 
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything the next rollout depends on: each env's episode in flight (seed + actions, see
+        `VidurRoutingEnv.snapshot`), the recurrent state, episode starts and running returns."""
+        return {"envs": list(self.envs.call("snapshot")), "state": self.state, "starts": self.starts,
+                "returns": self.episodes.returns.copy()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue exactly where `state_dict` was taken: every env replays its episode in flight."""
+        self.envs.set_attr("pending_snapshot", list(state["envs"]))
+        obs = self.envs.call("restore")
+        self.obs = {k: np.stack([o[k] for o in obs]) for k in obs[0]}
+        self.state, self.starts = state["state"], state["starts"]
+        self.episodes.returns[:] = state["returns"]
+
     @torch.no_grad()
     def collect(self, model: torch.nn.Module, steps: int, generator: Optional[torch.Generator] = None) -> RolloutBatch:
         out: Dict[str, List[torch.Tensor]] = {k: [] for k in RolloutBatch.TENSORS}

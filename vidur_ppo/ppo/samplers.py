@@ -30,6 +30,10 @@ class Sampler(Protocol):
 
     def reset(self, seeds: Sequence[int]) -> None: ...
 
+    def state_dict(self) -> Any: ...
+
+    def load_state_dict(self, state: Any) -> None: ...
+
     def collect(self, model: torch.nn.Module, steps: int) -> RolloutBatch: ...
 
     def call(self, name: str, **kwargs: Any) -> tuple: ...
@@ -47,6 +51,12 @@ class VectorEnvSampler:
     def reset(self, seeds: Sequence[int]) -> None:
         self.collector.reset(seeds)
 
+    def state_dict(self) -> Any:
+        return self.collector.state_dict()
+
+    def load_state_dict(self, state: Any) -> None:
+        self.collector.load_state_dict(state)
+
     def collect(self, model: torch.nn.Module, steps: int) -> RolloutBatch:
         return self.collector.collect(model, steps)
 
@@ -62,9 +72,10 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_cfg: Any
     import gymnasium as gym
 
     from vidur_ppo.models import make_model
-    from vidur_ppo.ppo.vector import send_error
+    from vidur_ppo.ppo.vector import ignore_interrupts, send_error
     from vidur_ppo.routing.env import VidurRoutingEnv
 
+    ignore_interrupts()
     torch.set_num_threads(1)
     envs = None
     try:
@@ -85,6 +96,12 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_cfg: Any
                 weights, steps = data
                 model.load_state_dict(weights)
                 remote.send(("ok", collector.collect(model, steps, gen)))
+            elif cmd == "state":
+                remote.send(("ok", {"collector": collector.state_dict(), "generator": gen.get_state()}))
+            elif cmd == "restore":
+                collector.load_state_dict(data["collector"])
+                gen.set_state(data["generator"])
+                remote.send(("ok", None))
             elif cmd == "close":
                 remote.send(("ok", None))
                 break
@@ -138,6 +155,16 @@ class PolicyWorkerSampler:
         for r in self._remotes:
             r.send(("call", (name, kwargs)))
         return tuple(x for part in self._gather() for x in part)
+
+    def state_dict(self) -> List[Any]:
+        for r in self._remotes:
+            r.send(("state", None))
+        return self._gather()
+
+    def load_state_dict(self, state: List[Any]) -> None:
+        for r, part in zip(self._remotes, state):
+            r.send(("restore", part))
+        self._gather()
 
     def collect(self, model: torch.nn.Module, steps: int) -> RolloutBatch:
         t0 = time.perf_counter()

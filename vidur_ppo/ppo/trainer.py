@@ -28,7 +28,18 @@ EPISODE_KEYS = ("e2e_p50", "e2e_p90", "e2e_p99", "ttft_p90", "ttft_p99", "tbt_p9
 
 
 class TrainingDiverged(RuntimeError):
-    """A loss became NaN/inf; the last good checkpoint is kept."""
+    """Something the update computed became NaN/inf; raised before the bad values are used or
+    saved, so the last checkpoint is still a good one."""
+
+
+def _require_finite(ok: bool, what: str, update: int) -> None:
+    if not ok:
+        raise TrainingDiverged(f"non-finite {what} at update {update}")
+
+
+def _finite_module(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in list(module.parameters()) + list(module.buffers())
+               if t.is_floating_point())
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -92,11 +103,15 @@ class PPOTrainer:
     def rewards(self, batch: RolloutBatch) -> torch.Tensor:
         """The rewards PPO learns from: decision credit (if on), then normalisation, in rollout order."""
         raw = batch.rewards
+        _require_finite(bool(torch.isfinite(raw).all()), "rewards", self.update + 1)
         if self.reward_credit == Credit.decision:
             raw = credit.assign(raw, batch.credits)
             batch.reward_parts["reward/decision"] = [float(raw.mean())]
-        return torch.stack([torch.as_tensor(self.reward_scaler(raw[t].double().numpy(), batch.dones[t].numpy() > 0),
-                                            dtype=torch.float32) for t in range(raw.shape[0])])
+        scaled = torch.stack([torch.as_tensor(self.reward_scaler(raw[t].double().numpy(), batch.dones[t].numpy() > 0),
+                                              dtype=torch.float32) for t in range(raw.shape[0])])
+        _require_finite(bool(torch.isfinite(scaled).all()) and np.isfinite(self.reward_scaler.var),
+                        "reward normaliser statistics", self.update + 1)
+        return scaled
 
     def buffer(self, batch: RolloutBatch) -> RolloutBuffer:
         buf = RolloutBuffer.from_batch(batch, self.rewards(batch))
@@ -118,19 +133,20 @@ class PPOTrainer:
     def _minibatch_loss(self, mb: Dict[str, Any], ent_coef: float, bc_w: float):
         p = self.ppo
         logits, v_norm, _ = self.model(mb["feats"], mb["state"], mb["starts"])
+        _require_finite(bool(torch.isfinite(logits).all()), "policy logits", self.update + 1)
         loss, parts = self.loss_fn(logits, v_norm, mb, self.model.value_norm, p.clip, p.value_coef,
                                    ent_coef, p.clip_value, p.norm_adv, kl_coef=self.kl.penalty)
         if bc_w > 0:
             bc_loss = self.fading_bc.loss(self.model, p.seq_len, max(1, mb["feats"].shape[1]), self.rng)
             loss = loss + bc_w * bc_loss
             parts["bc_loss"] = bc_loss.item()
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(f"non-finite loss ({loss.item()}) at update {self.update + 1}")
+        _require_finite(bool(torch.isfinite(loss)), f"loss ({loss.item()})", self.update + 1)
         return loss, parts
 
     def _learn(self, buf: RolloutBuffer) -> Dict[str, float]:
         p = self.ppo
         self.model.value_norm.update(buf.returns)
+        _require_finite(_finite_module(self.model.value_norm), "value normaliser statistics", self.update + 1)
         sums: Dict[str, List[float]] = {}
         ent_coef = self.entropy.value(self.update)
         bc_w = self.fading_bc.weight(self.update) if self.fading_bc else 0.0
@@ -144,12 +160,14 @@ class PPOTrainer:
                 self.opt.zero_grad()
                 loss.backward()
                 parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), p.max_grad_norm))
+                _require_finite(np.isfinite(parts["grad_norm"]), "gradients", self.update + 1)
                 self.opt.step()
                 for k, v in parts.items():
                     sums.setdefault(k, []).append(v)
             if stopped:
                 break
             epochs_done += 1
+        _require_finite(_finite_module(self.model), "model parameters", self.update + 1)
         out = {k: float(np.mean(v)) for k, v in sums.items()}
         out["explained_variance"] = explained_variance(buf.values.flatten(), buf.returns.flatten())
         kl = out.get("approx_kl", 0.0)
@@ -165,10 +183,13 @@ class PPOTrainer:
     # --- loop ---------------------------------------------------------------------------------
 
     def fit(self, sampler: Sampler, log: Callable[[Dict[str, float]], None], save: Callable[[], Any],
-            checkpoint_every: int, curriculum=None, on_event: Optional[Callable[..., None]] = None) -> None:
+            checkpoint_every: int, curriculum=None, on_event: Optional[Callable[..., None]] = None,
+            restore: Any = None, stop: Callable[[], bool] = lambda: False) -> bool:
         """Train until `ppo.num_updates`: one rollout and one update per iteration; `log(row)` every
         update, `save()` every `checkpoint_every` updates and at the end. A curriculum stage change
-        reconfigures every env and starts fresh episodes under it."""
+        reconfigures every env and starts fresh episodes under it; `restore` (a sampler state from
+        a checkpoint) continues the episodes in flight instead. `stop()` is asked after every
+        update: True saves and returns False (the run was stopped before its budget)."""
         stage = None
         while self.update < self.ppo.num_updates:
             specs = curriculum.at(self.update) if curriculum is not None else None
@@ -180,7 +201,11 @@ class PPOTrainer:
                         on_event and on_event("curriculum", qps=specs["workload"].get("qps"),
                                               clip=specs["reward"].get("clip"),
                                               latency_threshold=specs["reward"].get("latency_threshold"))
-                sampler.reset(self.episode_seeds(sampler.num_envs))
+                if restore is not None:
+                    sampler.load_state_dict(restore)
+                    restore = None
+                else:
+                    sampler.reset(self.episode_seeds(sampler.num_envs))
                 stage = specs if specs is not None else {}
             t_start = time.perf_counter()
             rollout = sampler.collect(self.model, self.ppo.rollout_steps)
@@ -199,3 +224,8 @@ class PPOTrainer:
             log(row)
             if self.update % checkpoint_every == 0 or self.update == self.ppo.num_updates:
                 save()
+            elif stop():
+                save()
+            if stop():
+                return False
+        return True

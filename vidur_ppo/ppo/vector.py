@@ -47,7 +47,16 @@ def close_workers(remotes: Sequence, procs: Sequence, terminate: bool = False) -
             proc.terminate()
 
 
+def ignore_interrupts() -> None:
+    """In a worker process: Ctrl-C reaches the whole process group; only the parent acts on it
+    (saves a checkpoint, then closes its workers in order)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _worker(remote, parent_remote, env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode) -> None:
+    ignore_interrupts()
     parent_remote.close()
     envs = None
     try:
@@ -63,6 +72,9 @@ def _worker(remote, parent_remote, env_fns: Sequence[Callable[[], gym.Env]], aut
             elif cmd == "call":
                 name, args, kwargs = data
                 remote.send(("ok", envs.call(name, *args, **kwargs)))
+            elif cmd == "set_attr":
+                name, values = data
+                remote.send(("ok", envs.set_attr(name, values)))
             elif cmd == "close":
                 remote.send(("ok", None))
                 break
@@ -176,6 +188,13 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
         for remote in self._remotes:
             remote.send(("call", (name, args, kwargs)))
         return tuple(x for part in self._gather() for x in part)
+
+    def set_attr(self, name: str, values: Any) -> None:
+        """gymnasium's set_attr: one value for every env, or a list with one per env."""
+        values = list(values) if isinstance(values, (list, tuple)) else [values] * self.num_envs
+        for w, remote in enumerate(self._remotes):
+            remote.send(("set_attr", (name, values[self._bounds[w]:self._bounds[w + 1]])))
+        self._gather()
 
     def close_extras(self, terminate: bool = False, **kwargs: Any) -> None:
         if self._closed:

@@ -124,6 +124,7 @@ class VidurRoutingEnv(gym.Env):
         self.reward.reset()
         self.safety.reset()
         self._routed = []
+        self._actions: list = []
         self._request = self.driver.next_decision()
         self._state = self.driver.replica_state()
         return self._observe(), self._info()
@@ -133,6 +134,7 @@ class VidurRoutingEnv(gym.Env):
             raise RuntimeError("call reset() before step(); the episode has ended")
         routed = self._request
         self._routed.append(routed.id)
+        self._actions.append(int(action))
         self._request = self.driver.assign(int(action))
         self._state = self.driver.replica_state()
         completed = self.driver.pop_completed()
@@ -175,6 +177,25 @@ class VidurRoutingEnv(gym.Env):
 
         d = self.driver
         return metrics.summarize(d.per_request(), d.num_replicas, busy_time=d.busy_time, slo_e2e=self.slo_e2e)
+
+    # --- exact resume: an episode in flight is its seed plus the actions taken so far ------------
+
+    def snapshot(self) -> Dict[str, Any]:
+        """What reproduces this env exactly: the episode's seed and actions, and the generator that
+        draws the next episodes' seeds (the simulator is deterministic given those)."""
+        return {"episode_seed": self.episode_seed, "actions": list(self._actions),
+                "np_random": self.np_random.bit_generator.state}
+
+    def restore(self, snapshot: Optional[Dict[str, Any]] = None) -> Dict[str, np.ndarray]:
+        """Rebuild the snapshot's episode by replaying its actions; returns the current observation.
+        Without an argument it takes `pending_snapshot` (set per env by a vector env's set_attr)."""
+        snap = snapshot if snapshot is not None else self.pending_snapshot
+        seed = int(snap["episode_seed"])
+        obs, _ = self.reset(options={"trace": self.workload.generate(seed), "episode_seed": seed})
+        for a in snap["actions"]:
+            obs = self.step(a)[0]  # (observing again would advance the feature trends)
+        self.np_random.bit_generator.state = snap["np_random"]
+        return obs
 
     def _fit_to_cluster(self, workload):
         """A trace that clips or drops over-long requests does so at this cluster's limit."""

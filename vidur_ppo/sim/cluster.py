@@ -169,6 +169,7 @@ class ClusterSpec:
                     "max_tokens_in_batch", "chunk_size", "block_size", "max_request_tokens"):
             if getattr(self, key) < 1:
                 raise ScenarioError(f"{key} must be >= 1, got {getattr(self, key)}")
+        self.replica_config()  # vidur's own model and device names, before any run
 
     # --- vidur config objects ---------------------------------------------------------------
 
