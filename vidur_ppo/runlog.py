@@ -168,8 +168,11 @@ class RunLogger:
                                                 **kwargs)
                     except Exception as exc:  # noqa: BLE001 - no API key, timeout, server error
                         reason = f"W&B online init failed: {_first_line(exc)}"
+            if reason:  # the process-wide mode too: W&B's own telemetry would wait on the server at exit
+                mode = "offline"
+                wandb.setup(wandb.Settings(mode=mode))
             if self.wandb is None:
-                self.wandb = wandb.init(mode="offline" if reason else mode, settings=wandb.Settings(**quiet), **kwargs)
+                self.wandb = wandb.init(mode=mode, settings=wandb.Settings(**quiet), **kwargs)
             self.wandb_id = self.wandb.id
             if reason:
                 print(f"warning: {reason}; logging offline, sync later: wandb sync {self.wandb.settings.sync_dir}",
@@ -183,10 +186,10 @@ class RunLogger:
             fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001
             warnings.warn(f"logging sink failed and is switched off: {exc}")
-            if fn.__self__ is self.wandb:
-                self.wandb = None
-            else:
+            if self.tb is not None and getattr(fn, "__self__", None) is self.tb:
                 self.tb = None
+            else:  # the run, or its summary
+                self.wandb = None
 
     def _wandb_log(self, data: Mapping[str, Any], update: Optional[int] = None) -> None:
         """Every W&B write names its step, never below the last one: W&B silently drops a step
