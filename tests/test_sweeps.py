@@ -31,6 +31,21 @@ def test_optuna_sweep_on_sqlite_records_a_failed_trial_and_goes_on(tmp_path):
     failed = [t for t in study.trials if t.state.name == "FAIL"][0]
     assert done.params["ppo.gae_lambda"] < 1.0 < failed.params["ppo.gae_lambda"]
     assert done.value > 0  # held-out E2E P99 of the trained policy
+    assert "ppo.gae_lambda must be in [0, 1]" in failed.user_attrs["fail_reason"]
+    assert Path(done.user_attrs["job_dir"]).is_dir()
+
+    # a trial whose process died stays RUNNING; the next sweep marks it FAIL and adds new trials in new dirs
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = study.ask()
+    study._storage.set_trial_system_attr(stale._trial_id, "pid", dead.pid)
+    out = _train([f"hydra.searchpath=[file://{HERE}/conf]", "experiment=tune_test", f"hydra.sweeper.storage={db}",
+                  f"hydra.sweep.dir={tmp_path}/sweep"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = optuna.load_study(study_name="tune_test", storage=db).trials
+    assert len(trials) == 5 and not [t for t in trials if t.state.name == "RUNNING"]
+    assert "process died" in trials[stale.number].user_attrs["fail_reason"]
+    assert len({t.user_attrs.get("job_dir") for t in trials if "job_dir" in t.user_attrs}) == 4
 
 
 def test_two_processes_share_one_study(tmp_path):

@@ -138,4 +138,5 @@ def validate(cfg: DictConfig) -> TrainConfig:
     except ConfigError as exc:
         raise ConfigError(_source_key(cfg, str(exc))) from None
     except Exception as exc:  # omegaconf validation errors carry the full key
-        raise ConfigError(str(exc).splitlines()[0]) from None
+        line, key = str(exc).splitlines()[0], getattr(exc, "full_key", None)
+        raise ConfigError(f"{key}: {line}" if key and key not in line else line) from None

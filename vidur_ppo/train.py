@@ -122,6 +122,7 @@ def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrid
     rng = seed_everything(tc.seed)
     spec = build.env_spec(tc)
     probe = spec.make()
+    probe.workload.generate(tc.eval.seed_base)  # bad input (a malformed trace) fails before anything is written
     features = list(probe.features.names)
     model = make_model(tc.model, probe.cluster.num_replicas, len(features))
     trainer = PPOTrainer(tc.ppo, model, torch.optim.Adam(model.parameters(), lr=tc.ppo.lr, eps=1e-5), rng,
@@ -180,6 +181,7 @@ def main(cfg: DictConfig) -> float:
 
     from vidur_ppo.interrupts import StopRequested
     from vidur_ppo.ppo.trainer import TrainingDiverged
+    from vidur_ppo.sim.trace import TraceError
 
     hc = HydraConfig.get()
     run_dir, applied = Path(cfg.resume or hc.runtime.output_dir), ()
@@ -187,11 +189,11 @@ def main(cfg: DictConfig) -> float:
         if cfg.resume:
             cfg, applied = rundir.resumed_config(cfg, run_dir, hc.overrides.task)
         return run(cfg, run_dir, applied)
-    except (ConfigError, TrainingDiverged) as exc:
+    except (ConfigError, TraceError, TrainingDiverged) as exc:
         if hc.mode == RunMode.MULTIRUN:
             raise  # a failed job of a sweep: the sweeper records it (Optuna: a failed trial) and goes on
-        _exit(f"config error: {exc}" if isinstance(exc, ConfigError) else f"training diverged: {exc}",
-              2 if isinstance(exc, ConfigError) else 3)
+        kind = {ConfigError: "config error", TraceError: "trace error"}.get(type(exc), "training diverged")
+        _exit(f"{kind}: {exc}", 3 if isinstance(exc, TrainingDiverged) else 2)
     except StopRequested as exc:
         _exit(f"stopped by {exc}: checkpoint in {run_dir}; continue with: python -m vidur_ppo.train resume={run_dir}",
               128 + exc.signum)

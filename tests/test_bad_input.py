@@ -1,0 +1,69 @@
+"""Every bad override or input is one line on stderr naming the key (or file and row), exit code 2,
+no traceback: checked through the CLI, four processes at a time."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TRACE_HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
+
+# (override(s), what the line must name)
+CASES = [
+    ("ppo.lrr=1", "ppo.lrr"), ("env.num_replica=3", "env.num_replica"), ("reward.slope=3", "reward.slope"),
+    ("ppo.lr=fast", "ppo.lr"), ("reward.credit=hindsight", "reward.credit"), ("ppo.vector_mode=threads", "ppo.vector_mode"),
+    ("model=transformer", "model/transformer"), ("ppo.entropy_schedule=cosine", "ppo.entropy_schedule"),
+    ("ppo.kl_control=maybe", "ppo.kl_control"), ("logger.wandb_mode=cloud", "logger.wandb_mode"),
+    ("curriculum=load_ramp curriculum.mode=jump", "curriculum.mode"), ("workload.arrival=uniform", "workload.arrival"),
+    ("ppo.num_envs=two", "ppo.num_envs"), ("ppo.lr=-1", "ppo.lr"), ("ppo.lr=inf", "ppo.lr"),
+    ("ppo.gae_lambda=2", "ppo.gae_lambda"), ("ppo.seq_len=7", "ppo.seq_len"), ("ppo.minibatches=1000", "ppo.minibatches"),
+    ("env.replica_scheduler=fcfs", "replica_scheduler"), ("env.num_replicas=0", "num_replicas"),
+    ("env.model=foo/bar", "model='foo/bar'"), ("env.device=foo", "device='foo'"), ("bc.teacher=oracle", "bc.teacher"),
+    ("eval.baselines=[rr]", "eval.baselines"), ("eval.seed_base=0", "eval.seed_base"), ("workload.qps=0", "workload.qps"),
+    ("workload.qps_max=1", "workload.qps_max"), ("reward.weights={foo:1}", "reward.weights"),
+    ("features.names=[waiting,foo]", "features.names"), ("slo_e2e=0", "slo_e2e"),
+    ("checkpoint_every=0", "checkpoint_every"), ("length_noise=-1", "length_noise"), ("seed=-1", "seed"),
+    ("+ppo.lrr=1e-3", "ppo.lrr"), ("+foo=1", "foo"), ("reward.credit=decision workload.num_requests=50", "ppo.rollout_steps"),
+    ("workload=trace", "workload.path"), ("workload=trace workload.path={missing}", "workload.path"),
+    ("workload=trace workload.path={good} workload.qps=-1", "workload.qps"),
+    ("workload=trace workload.path={good} workload.subsample=2", "workload.subsample"),
+    ("workload=trace workload.path={bad}", "row 2"), ("resume={tmp}", "not a vidur-ppo run dir"),
+]
+
+
+def _run_all(cases, tmp_path, parallel=4):
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
+    good.write_text(TRACE_HEADER + "0.0,10,5\n0.5,20,5\n")
+    bad.write_text(TRACE_HEADER + "0.0,10,5\n0.5,abc,5\n")
+    results = {}
+    for start in range(0, len(cases), parallel):
+        procs = {}
+        for i, (overrides, _) in enumerate(cases[start:start + parallel], start):
+            args = (overrides.replace("{missing}", str(tmp_path / "nope.csv")).replace("{good}", str(good))
+                    .replace("{bad}", str(bad)).replace("{tmp}", str(tmp_path)).split())
+            procs[i] = subprocess.Popen([sys.executable, "-m", "vidur_ppo.train", *args, "debug=smoke",
+                                         "logger.progress=false", f"hydra.run.dir={tmp_path / str(i)}"],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i, p in procs.items():
+            out, err = p.communicate(timeout=300)
+            results[i] = (p.returncode, err)
+    return results
+
+
+def test_at_least_40_bad_inputs_are_one_line_naming_the_key(tmp_path):
+    assert len(CASES) >= 40
+    results = _run_all(CASES, tmp_path)
+    failures = []
+    for i, (overrides, key) in enumerate(CASES):
+        rc, err = results[i]
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        if rc != 2 or len(lines) != 1 or key not in lines[0] or "Traceback" in err:
+            failures.append(f"{overrides!r}: rc={rc}, stderr={lines[-3:]}")
+    assert not failures, "\n".join(failures)
+
+
+def test_hydra_full_error_still_shows_the_report(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "vidur_ppo.train", "ppo.lrr=1", f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HYDRA_FULL_ERROR": "1"})
+    assert out.returncode != 0 and "Traceback" in out.stderr

@@ -1,0 +1,120 @@
+"""Nothing lost or corrupted: kill -9 at any update and `resume=` reproduce the uninterrupted run
+exactly; SIGTERM / Ctrl-C checkpoint and exit 128+n; a run dir has one writer; divergence stops with
+one line and a finite checkpoint."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+TRAIN = [sys.executable, "-m", "vidur_ppo.train", "logger.progress=false"]
+# 40-step rollouts of 60-request episodes: checkpoints fall inside episodes (replayed on resume)
+RUN = ["debug=smoke", "ppo.num_updates=6", "checkpoint_every=2", "ppo.rollout_steps=40"]
+
+
+def _rows(run_dir: Path):
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def _numbers(rows, skip=("sps",)):
+    return [{k: v for k, v in r.items() if not k.startswith("time") and k not in skip} for r in rows]
+
+
+def _start(run_dir: Path, *extra):
+    return subprocess.Popen(TRAIN + RUN + list(extra) + [f"hydra.run.dir={run_dir}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _wait_rows(proc, run_dir: Path, n: int, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (run_dir / "metrics.csv").exists() and len(_rows(run_dir)) >= n:
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before update {n}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"no update {n} within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference")
+    out = subprocess.run(TRAIN + RUN + [f"hydra.run.dir={run_dir}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return run_dir
+
+
+@pytest.mark.parametrize("kill_after", [3, 5])
+def test_kill_9_then_resume_equals_the_uninterrupted_run(reference, tmp_path, kill_after):
+    proc = _start(tmp_path)
+    try:
+        _wait_rows(proc, tmp_path, kill_after)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    out = subprocess.run(TRAIN + [f"resume={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _numbers(_rows(tmp_path)) == _numbers(_rows(reference))  # every row once, every number equal
+    with (reference / "eval.csv").open() as a, (tmp_path / "eval.csv").open() as b:
+        assert a.read() == b.read()
+    assert (tmp_path / ".resume_hydra").is_dir()  # Hydra's files of the resume, not a stray outputs/ dir
+
+
+def test_resume_applies_budget_overrides_and_refuses_the_rest(reference, tmp_path):
+    out = subprocess.run(TRAIN + [f"resume={reference}", "ppo.lr=1"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "ppo.lr cannot change" in out.stderr
+    ckpt = torch.load(reference / "checkpoint.pt", weights_only=False)
+    assert ckpt["update"] == 6
+    out = subprocess.run(TRAIN + [f"resume={reference}", "ppo.num_updates=7"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert [int(r["update"]) for r in _rows(reference)] == [1, 2, 3, 4, 5, 6, 7]
+    events = (reference / "events.csv").read_text()
+    assert "ppo.num_updates=7" in events and "curriculum" not in events
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_checkpoints_and_exits_128_plus_n(tmp_path, sig):
+    proc = _start(tmp_path, "ppo.num_updates=50", "checkpoint_every=100")
+    _wait_rows(proc, tmp_path, 2)
+    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C reaches the whole group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err[-2000:]
+    assert "Traceback" not in err and f"resume={tmp_path}" in err.strip().splitlines()[-1]
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert ckpt["update"] == len(_rows(tmp_path)) >= 2
+
+
+def test_a_run_dir_has_one_writer(tmp_path):
+    first = _start(tmp_path, "ppo.num_updates=50")
+    try:
+        _wait_rows(first, tmp_path, 1)
+        out = subprocess.run(TRAIN + RUN + [f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and f"in use by process {first.pid}" in out.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    out = subprocess.run(TRAIN + RUN + [f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "already holds a run" in out.stderr  # the stale lock is taken, the dir is not
+
+
+@pytest.mark.parametrize("overrides,what", [
+    (["ppo.lr=1e6"], "non-finite"),
+    (["ppo=legacy", "reward.bonus=1e30", "reward.clip=1e30", "reward.penalty_max=1e30"], "non-finite"),
+])
+def test_divergence_stops_with_one_line_and_a_finite_checkpoint(tmp_path, overrides, what):
+    out = subprocess.run(TRAIN + ["debug=smoke", "ppo.num_updates=6"] + overrides + [f"hydra.run.dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 3 and lines[-1].startswith("training diverged: ") and what in lines[-1]
+    assert "at update" in lines[-1] and "Traceback" not in out.stderr
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    tensors = list(ckpt["model"].values())
+    assert all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+    assert "diverged" in (tmp_path / "events.csv").read_text()
