@@ -15,6 +15,41 @@ import numpy as np
 PERCENTILES = (50, 90, 99)
 LATENCY_METRICS = ("ttft", "tbt", "e2e", "sched_delay")
 
+# Default per-request SLOs (seconds), from DistServe (Zhong et al., OSDI'24), whose evaluation sets
+# TTFT 0.25 s and TPOT 0.1 s for its chatbot workload (ShareGPT) on OPT-13B, the model closest to this
+# project's Llama-2-7B on A100s (its larger models get looser ones: OPT-66B 2.5 s / 0.15 s, OPT-175B
+# 4 s / 0.2 s; code completion tighter TTFT, summarisation looser). Splitwise (ISCA'24) states SLOs
+# relative to an unloaded run instead, so it gives no absolute defaults.
+DEFAULT_SLO_TTFT = 0.25
+DEFAULT_SLO_TPOT = 0.1
+SLO_METRICS = ("slo_attainment", "ttft_attainment", "tpot_attainment", "goodput_rps")
+
+
+def tpot(req: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Time per output token after the first, per request: (e2e - ttft) / max(decode tokens - 1, 1)
+    (DistServe's TPOT; 0 for a one-token output, whose only token is the first)."""
+    decode = np.asarray(req["num_decode_tokens"], dtype=np.float64)
+    return (np.asarray(req["e2e"], float) - np.asarray(req["ttft"], float)) / np.maximum(decode - 1.0, 1.0)
+
+
+def slo_summary(req: Mapping[str, np.ndarray], makespan: float, slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
+                slo_tpot: Optional[float] = DEFAULT_SLO_TPOT) -> Dict[str, float]:
+    """Shares of all requests that finished within the TTFT SLO, the TPOT SLO and both (attainment),
+    and goodput: requests per second (over `makespan`) that met both. An unfinished request meets
+    none; an SLO of None is not checked (meeting it is then automatic)."""
+    for name, v in (("slo_ttft", slo_ttft), ("slo_tpot", slo_tpot)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                              or not (np.isfinite(v) and v > 0)):
+            raise ValueError(f"'{name}' must be > 0 and finite (seconds), got {v!r}")
+    done = np.asarray(req["completed"], dtype=bool)
+    n = max(done.size, 1)
+    with np.errstate(invalid="ignore"):
+        ttft_ok = done & (np.asarray(req["ttft"], float) <= slo_ttft) if slo_ttft is not None else done
+        tpot_ok = done & (tpot(req) <= slo_tpot) if slo_tpot is not None else done
+    both = ttft_ok & tpot_ok
+    return {"ttft_attainment": float(ttft_ok.sum()) / n, "tpot_attainment": float(tpot_ok.sum()) / n,
+            "slo_attainment": float(both.sum()) / n, "goodput_rps": float(both.sum()) / makespan}
+
 
 def per_request(
     requests: Sequence, trace, assignment: Optional[np.ndarray] = None
@@ -68,9 +103,12 @@ def summarize(
     tbt_gaps: Optional[Iterable[float]] = None,
     busy_time: Optional[np.ndarray] = None,
     slo_e2e: Optional[float] = None,
+    slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
+    slo_tpot: Optional[float] = DEFAULT_SLO_TPOT,
 ) -> Dict[str, float]:
-    """Episode summary: P50/P90/P99/mean of TTFT, TBT, E2E, scheduling delay; throughput;
-    load imbalance (std of per-replica utilisation and of request shares)."""
+    """Episode summary: P50/P90/P99/mean of TTFT, TPOT, TBT, E2E, scheduling delay; throughput;
+    load imbalance (std of per-replica utilisation and of request shares); TTFT/TPOT SLO attainment
+    and goodput (`slo_summary`; slo_ttft/slo_tpot default to DistServe's chatbot SLOs)."""
     done = req["completed"]
     s: Dict[str, float] = {"num_requests": int(done.size), "num_completed": int(done.sum())}
     s.update(_stats(req["ttft"][done], "ttft"))
@@ -80,6 +118,7 @@ def summarize(
     if tbt.size == 0:  # no per-token record: fall back to per-request mean gaps
         tbt = req["tbt_mean"][done & (req["num_decode_tokens"] > 1)]
     s.update(_stats(tbt, "tbt"))
+    s.update(_stats(tpot(req)[done & (req["num_decode_tokens"] > 1)], "tpot"))
     start = float(req["arrived_at"].min()) if done.size else 0.0
     end = float(req["completed_at"][done].max()) if done.any() else start
     makespan = max(end - start, 1e-9)
@@ -97,4 +136,5 @@ def summarize(
         s["imbalance_util_std"] = float(util.std())
     if slo_e2e is not None:
         s["slo_violation_rate"] = float((req["e2e"][done] > slo_e2e).mean()) if done.any() else 0.0
+    s.update(slo_summary(req, makespan, slo_ttft, slo_tpot))
     return s

@@ -26,7 +26,9 @@ LIGHT_QPS = 8.0
 
 class Arrival(StrEnum):
     poisson = "poisson"
-    gamma = "gamma"
+    gamma = "gamma"  # renewal process, gamma gaps with coefficient of variation `cv`
+    mmpp = "mmpp"  # on/off Markov-modulated Poisson: burst_factor, mean_on, mean_off
+    diurnal = "diurnal"  # sinusoidal rate: amplitude, period
 
 
 @dataclass
@@ -42,6 +44,18 @@ class SyntheticWorkloadConfig:
     decode: Optional[Dict[str, Any]] = None
     start_time: float = 0.0
     qps_max: Optional[float] = None  # set: each episode's QPS ~ U[qps, qps_max] (load randomisation)
+    # `qps` stays the mean rate of every arrival process (sim/workload.py checks every key below; None: off)
+    burst_factor: Optional[float] = None  # arrival=mmpp: ON rate / qps, in [1, (mean_on + mean_off) / mean_on]
+    mean_on: Optional[float] = None  # arrival=mmpp: mean ON duration (s, exponential)
+    mean_off: Optional[float] = None  # arrival=mmpp: mean OFF duration (s, exponential)
+    amplitude: Optional[float] = None  # arrival=diurnal: rate qps * (1 - amplitude * cos(2 pi t / period))
+    period: Optional[float] = None  # arrival=diurnal: seconds (None: one cycle per episode, num_requests / qps)
+    # Gaussian copula between prefill and decode lengths: correlation of the latent normals (of the
+    # log-lengths for lognormal specs); None: independent. Marginals are unchanged.
+    correlation: Optional[float] = None
+    # prefill and decode both kind=mixture with the same weights: a request takes both lengths from one
+    # component (a tenant). False: the two mixtures draw their components independently
+    paired_mixture: bool = False
 
     def __post_init__(self) -> None:
         choice(self, "workload", "arrival", Arrival)
