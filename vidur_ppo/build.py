@@ -17,6 +17,7 @@ from vidur_ppo.routing.features import FeaturesConfig, features_config
 from vidur_ppo.routing.rewards import RewardConfig, reward_config
 from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.sim.cluster import ClusterSpec
+from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
 from vidur_ppo.workloads import WORKLOADS, workload_spec
 
 
@@ -30,6 +31,8 @@ class EnvSpec:
     features: FeaturesConfig
     safety: SafetyConfig
     slo_e2e: float = DEFAULT_SLO_E2E
+    slo_ttft: float = DEFAULT_SLO_TTFT
+    slo_tpot: float = DEFAULT_SLO_TPOT
     seed_limit: int = EVAL_SEED_BASE
     length_noise: float = 0.0
 
@@ -95,6 +98,7 @@ def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
     return EnvSpec(cluster=cluster, workload=workload_spec(_plain(get("workload"))),
                    reward=reward_config(_plain(get("reward"))), features=features_config(_plain(get("features"))),
                    safety=SafetyConfig.of(_plain(get("safety"))), slo_e2e=float(get("slo_e2e", DEFAULT_SLO_E2E)),
+                   slo_ttft=float(get("slo_ttft", DEFAULT_SLO_TTFT)), slo_tpot=float(get("slo_tpot", DEFAULT_SLO_TPOT)),
                    seed_limit=int(eval_cfg.seed_base if eval_cfg is not None else EVAL_SEED_BASE),
                    length_noise=float(get("length_noise", 0.0) or 0.0))
 

@@ -27,6 +27,7 @@ from vidur_ppo.routing.rewards import REWARDS, Credit
 from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.runlog import LoggerConfig
 from vidur_ppo.sim.cluster import ClusterSpec
+from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
 from vidur_ppo.workloads import WORKLOADS
 
 __all__ = ["ConfigError", "EnvConfig", "TrainConfig", "register_configs", "validate"]
@@ -61,12 +62,14 @@ class TrainConfig:
     overwrite: bool = False  # start over in a run dir that already holds a run
     checkpoint_every: int = 5  # updates
     slo_e2e: float = DEFAULT_SLO_E2E
+    slo_ttft: float = DEFAULT_SLO_TTFT  # seconds to the first token, for SLO attainment and goodput (sim/metrics.py)
+    slo_tpot: float = DEFAULT_SLO_TPOT  # seconds per output token after the first
     length_noise: float = 0.0  # sigma of lognormal noise on the output length routers are told (0: exact)
     torch_threads: int = 1  # during rollouts (env workers use the other cores)
     torch_threads_update: int = 0  # during PPO updates; 0: every core
 
     def __post_init__(self) -> None:
-        positive(self, "", "checkpoint_every", "slo_e2e", "torch_threads")
+        positive(self, "", "checkpoint_every", "slo_e2e", "slo_ttft", "slo_tpot", "torch_threads")
         check(self.seed >= 0, "seed", "must be >= 0", self.seed)
         check(self.torch_threads_update >= 0, "torch_threads_update", "must be >= 0", self.torch_threads_update)
         check_length_noise(self.length_noise)

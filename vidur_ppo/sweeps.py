@@ -39,6 +39,14 @@ def _alive(pid: Optional[int]) -> bool:
     return True
 
 
+def _quietly(fn, *args: Any) -> None:
+    """Bookkeeping never fails a sweep: a trial another process just finished cannot change."""
+    try:
+        fn(*args)
+    except RuntimeError:
+        pass
+
+
 class OptunaTrialBook(Callback):
     """Which process runs which trial, why a trial failed, and no trial RUNNING forever."""
 
@@ -52,10 +60,11 @@ class OptunaTrialBook(Callback):
         if study is None:
             return
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if not _alive(t.system_attrs.get("pid")):
-                study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "its process died (found RUNNING "
-                                                   "when a later sweep started)")
-                study._storage.set_trial_state(t._trial_id, TrialState.FAIL)
+            pid = t.system_attrs.get("pid")  # none yet: another sweep is just starting it
+            if pid and not _alive(pid):
+                _quietly(study._storage.set_trial_user_attr, t._trial_id, "fail_reason",
+                         "its process died (found RUNNING when a later sweep started)")
+                _quietly(study._storage.set_trial_state, t._trial_id, TrialState.FAIL)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.core.hydra_config import HydraConfig
@@ -68,8 +77,8 @@ class OptunaTrialBook(Callback):
         overrides = dict(o.split("=", 1) for o in config.hydra.overrides.task if "=" in o)
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if "pid" not in t.system_attrs and t.params and all(overrides.get(k) == str(v) for k, v in t.params.items()):
-                study._storage.set_trial_system_attr(t._trial_id, "pid", os.getpid())
-                study._storage.set_trial_user_attr(t._trial_id, "job_dir", HydraConfig.get().runtime.output_dir)
+                _quietly(study._storage.set_trial_system_attr, t._trial_id, "pid", os.getpid())
+                _quietly(study._storage.set_trial_user_attr, t._trial_id, "job_dir", HydraConfig.get().runtime.output_dir)
                 self.trial_id = t._trial_id
                 return
 
@@ -79,5 +88,5 @@ class OptunaTrialBook(Callback):
         study = _study(config) if self.trial_id is not None else None
         if study is not None and job_return.status == JobStatus.FAILED:
             reason = str(job_return._return_value).strip().splitlines()
-            study._storage.set_trial_user_attr(self.trial_id, "fail_reason",
-                                               f"{type(job_return._return_value).__name__}: {reason[0] if reason else ''}")
+            _quietly(study._storage.set_trial_user_attr, self.trial_id, "fail_reason",
+                     f"{type(job_return._return_value).__name__}: {reason[0] if reason else ''}")

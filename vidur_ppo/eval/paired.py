@@ -16,7 +16,8 @@ from vidur_ppo.routing.env import VidurRoutingEnv, run_episode
 from vidur_ppo.routing.heuristics import HEURISTICS, make_heuristic
 
 TABLE_METRICS = [("e2e_p50", "E2E P50"), ("e2e_p99", "E2E P99"), ("ttft_p90", "TTFT P90"),
-                 ("ttft_p99", "TTFT P99"), ("tbt_p99", "TBT P99"), ("throughput_rps", "req/s")]
+                 ("ttft_p99", "TTFT P99"), ("tbt_p99", "TBT P99"), ("throughput_rps", "req/s"),
+                 ("slo_attainment", "SLO att."), ("goodput_rps", "goodput req/s")]  # SLO: TTFT and TPOT both met
 
 
 class TorchPolicy:

@@ -21,6 +21,7 @@ from vidur_ppo.routing.rewards import Credit, Reward, RewardConfig, Step, make_r
 from vidur_ppo.routing.safety import SafetyConfig, SafetyMonitor
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
+from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
 from vidur_ppo.workloads import WorkloadConfig, make_workload
 
 ENV_ID = "VidurRouting-v0"
@@ -64,6 +65,8 @@ class VidurRoutingEnv(gym.Env):
         cluster: Union[ClusterSpec, Mapping[str, Any], None] = None,
         workload: Union[WorkloadConfig, Mapping[str, Any], None] = None,
         slo_e2e: float = DEFAULT_SLO_E2E,
+        slo_ttft: float = DEFAULT_SLO_TTFT,
+        slo_tpot: float = DEFAULT_SLO_TPOT,
         reward: Union[Reward, RewardConfig, Mapping[str, Any], str, None] = None,
         features: Union[FeatureSet, FeaturesConfig, Mapping[str, Any], str, None] = None,
         record_token_times: bool = True,
@@ -75,6 +78,7 @@ class VidurRoutingEnv(gym.Env):
         self.cluster.validate()
         self.workload = self._fit_to_cluster(make_workload(workload))
         self.slo_e2e = float(slo_e2e)
+        self.slos = {"slo_ttft": float(slo_ttft), "slo_tpot": float(slo_tpot)}  # SLO attainment and goodput
         self.safety = SafetyMonitor(SafetyConfig.of(safety), self.slo_e2e)
         self.reward = reward if isinstance(reward, Reward) else make_reward(reward)
         self.features = features if isinstance(features, FeatureSet) else make_feature_set(features)
@@ -151,7 +155,7 @@ class VidurRoutingEnv(gym.Env):
         for k, v in triggers.items():
             info[f"safety/{k}"] = v
         if terminated or truncated:
-            summary = self.driver.summary(slo_e2e=self.slo_e2e) if terminated else self._partial_summary()
+            summary = self.driver.summary(slo_e2e=self.slo_e2e, **self.slos) if terminated else self._partial_summary()
             summary.update({f"safety_{k}_triggers": v for k, v in self.safety.counts.items()})
             summary["safety_terminated"] = int(truncated)
             info["episode_metrics"] = summary
@@ -176,7 +180,8 @@ class VidurRoutingEnv(gym.Env):
         from vidur_ppo.sim import metrics
 
         d = self.driver
-        return metrics.summarize(d.per_request(), d.num_replicas, busy_time=d.busy_time, slo_e2e=self.slo_e2e)
+        return metrics.summarize(d.per_request(), d.num_replicas, busy_time=d.busy_time, slo_e2e=self.slo_e2e,
+                                 **self.slos)
 
     # --- exact resume: an episode in flight is its seed plus the actions taken so far ------------
 

@@ -144,12 +144,12 @@ class SimDriver:
         """Per-request latencies (see `vidur_ppo.sim.metrics.per_request`)."""
         return metrics.per_request(self.requests, self.trace, self.assignment)
 
-    def summary(self, slo_e2e: Optional[float] = None) -> Dict[str, float]:
-        """Episode summary (see `vidur_ppo.sim.metrics.summarize`)."""
+    def summary(self, slo_e2e: Optional[float] = None, **slos: Optional[float]) -> Dict[str, float]:
+        """Episode summary (see `vidur_ppo.sim.metrics.summarize`; `slos`: slo_ttft, slo_tpot)."""
         return metrics.summarize(
             self.per_request(), self.num_replicas,
             tbt_gaps=self.tbt_gaps if self.record_token_times else None,
-            busy_time=self.busy_time, slo_e2e=slo_e2e,
+            busy_time=self.busy_time, slo_e2e=slo_e2e, **slos,
         )
 
     def pop_completed(self) -> List[Request]:
