@@ -24,6 +24,7 @@ from vidur.execution_time_predictor import (
 )
 from vidur.types import ExecutionTimePredictorType
 
+from vidur_ppo.sim import calibration
 from vidur_ppo.sim.predictor import (
     PredictorType,
     RooflineExecutionTimePredictor,
@@ -57,13 +58,7 @@ def _prefill_batch(chunk: int, prefix: int = 0) -> Batch:
     return Batch(0, [req], [chunk], [chunk + prefix])
 
 
-def _decode_batch(n: int, kv: int) -> Batch:
-    reqs = []
-    for _ in range(n):
-        r = Request(arrived_at=0.0, num_prefill_tokens=max(kv - 1, 1), num_decode_tokens=4096)
-        r._is_prefill_complete = True
-        reqs.append(r)
-    return Batch(0, reqs, [1] * n, [kv] * n)
+_decode_batch = calibration.decode_batch  # n requests decoding one token after kv - 1 earlier ones
 
 
 # ------------------------------------------------------------------------------ registry
