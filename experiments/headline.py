@@ -251,7 +251,7 @@ def main() -> None:
         [f"--seeds {args.seeds}", f"--eval-seeds {args.eval_seeds}"] + list(args.overrides))
     timing = (f"training {sum(walls.values()) / 60:.0f} min on 2 cores"
               + ("" if trained_now else " (recorded when the runs were trained; finished runs are reused)")
-              + ("" if args.report_only else f", evaluation {(time.time() - t0) / 60:.0f} min"))
+              + ("" if args.report_only else f", {(time.time() - t0) / 60:.0f} min in all, training included"))
     md = ["# Headline: the learned scheduler against every heuristic", "",
           f"Command: `{cmd}` ({timing}). "
           f"{len(seeds)} training seeds (wall per run: " + ", ".join(f"{w:.0f} s" for w in walls.values()) + "); "
