@@ -1,8 +1,7 @@
-"""Checkpoints: everything needed to continue a run exactly where it stopped.
-
-Model (with its value normaliser), optimiser, update/step counters, RNG states (python, numpy,
-torch and the trainer's episode-seed generator) and the W&B run id. Written atomically (temp
-file + rename), so a run killed mid-write keeps its previous checkpoint.
+"""Checkpoint files: atomic save/load, the RNG states a checkpoint carries, and a trained run as
+a policy (`load_policy`). What a checkpoint holds is `rundir.RunState.save`'s payload (the
+trainer's state, every RNG, the episodes in flight, BC seeds, the W&B id). Written atomically
+(temp file + rename), so a run killed mid-write keeps its previous checkpoint.
 """
 
 from __future__ import annotations
