@@ -18,14 +18,15 @@ turns a :class:`Trace` into vidur requests.
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Callable, Optional, Protocol, Union
+from typing import Optional, Union
 
 import numpy as np
 
+from vidur_ppo.sim.lengths import (FixedLength, LengthDist, LognormalLength, MixtureLength, UniformLength, ZipfLength,
+                                   check_keys, make_length_dist)
 from vidur_ppo.sim.trace import TRACE_COLUMNS, Trace, TraceError, TraceWorkload, load_trace, renewal_arrivals
 from vidur_ppo.sim.trace import coerce_number as _coerce
 
@@ -35,234 +36,6 @@ __all__ = [
     "load_trace", "make_workload", "mmpp_arrivals", "diurnal_arrivals", "SYNTHETIC_ARRIVALS",
     "TRACE_COLUMNS",
 ]
-
-# ------------------------------------------------------------------ length dists
-class LengthDist(Protocol):
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray: ...
-
-    def from_normal(self, z: np.ndarray) -> np.ndarray:
-        """Lengths as a monotone transform of standard normals (the Gaussian copula of `correlation`)."""
-        ...
-
-    def cdf_table(self) -> tuple[int, np.ndarray]:
-        """(lo, P(L <= lo + i) for i = 0..hi-lo): the exact distribution on its integer support."""
-        ...
-
-
-_erfc = np.frompyfunc(math.erfc, 1, 1)
-
-
-def _normal_cdf(z: np.ndarray) -> np.ndarray:
-    return 0.5 * _erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64)
-
-
-class _Quantile:
-    """`from_normal` of a distribution given by its CDF table: the inverse CDF at Phi(z)."""
-
-    def from_normal(self, z: np.ndarray) -> np.ndarray:
-        lo, cdf = self.cdf_table()
-        idx = np.searchsorted(cdf, _normal_cdf(z), side="right")
-        return lo + np.minimum(idx, len(cdf) - 1).astype(np.int64)
-
-
-def _check_bounds(min: int, max: int) -> None:
-    if min < 1:
-        raise ValueError(f"'min' must be >= 1, got {min}")
-    if max < min:
-        raise ValueError(f"'max' ({max}) must be >= 'min' ({min})")
-
-
-@dataclass(frozen=True)
-class FixedLength(_Quantile):
-    value: int
-
-    def __post_init__(self) -> None:
-        if self.value < 1:
-            raise ValueError(f"'value' must be >= 1, got {self.value}")
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return np.full(n, self.value, dtype=np.int64)
-
-    def cdf_table(self) -> tuple[int, np.ndarray]:
-        return self.value, np.ones(1)
-
-
-@dataclass(frozen=True)
-class UniformLength(_Quantile):
-    """Uniform over the integers min..max inclusive."""
-    min: int
-    max: int
-
-    def __post_init__(self) -> None:
-        _check_bounds(self.min, self.max)
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return rng.integers(self.min, self.max, size=n, endpoint=True, dtype=np.int64)
-
-    def cdf_table(self) -> tuple[int, np.ndarray]:
-        m = self.max - self.min + 1
-        return self.min, np.arange(1, m + 1, dtype=np.float64) / m
-
-
-@functools.lru_cache(maxsize=64)
-def _zipf_cdf(theta: float, lo: int, hi: int) -> np.ndarray:
-    w = np.arange(1, hi - lo + 2, dtype=np.float64) ** -theta
-    cdf = np.cumsum(w)
-    cdf /= cdf[-1]
-    cdf.setflags(write=False)
-    return cdf
-
-
-@dataclass(frozen=True)
-class ZipfLength(_Quantile):
-    """Bounded Zipf: P(min + k - 1) ∝ k^-theta for rank k = 1..max-min+1 (short-heavy)."""
-    theta: float
-    min: int
-    max: int
-
-    def __post_init__(self) -> None:
-        if not self.theta > 0:
-            raise ValueError(f"'theta' must be > 0, got {self.theta}")
-        _check_bounds(self.min, self.max)
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        cdf = _zipf_cdf(float(self.theta), self.min, self.max)
-        idx = np.searchsorted(cdf, rng.random(n), side="right")
-        return self.min + np.minimum(idx, len(cdf) - 1).astype(np.int64)
-
-    def cdf_table(self) -> tuple[int, np.ndarray]:
-        return self.min, _zipf_cdf(float(self.theta), self.min, self.max)
-
-
-@dataclass(frozen=True)
-class LognormalLength:
-    """median * exp(sigma * N(0,1)), rounded and clipped to [min, max]."""
-    median: float
-    sigma: float
-    min: int
-    max: int
-
-    def __post_init__(self) -> None:
-        if not self.median > 0:
-            raise ValueError(f"'median' must be > 0, got {self.median}")
-        if not self.sigma > 0:
-            raise ValueError(f"'sigma' must be > 0, got {self.sigma}")
-        _check_bounds(self.min, self.max)
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        return self.from_normal(rng.standard_normal(n))
-
-    def from_normal(self, z: np.ndarray) -> np.ndarray:
-        x = np.rint(self.median * np.exp(self.sigma * z))
-        return np.clip(x, self.min, self.max).astype(np.int64)
-
-    def cdf_table(self) -> tuple[int, np.ndarray]:
-        # P(rint(median e^{sigma Z}) <= k) = Phi((ln(k + 1/2) - ln median) / sigma), clipped to [min, max]
-        k = np.arange(self.min, self.max + 1, dtype=np.float64)
-        cdf = _normal_cdf((np.log(k + 0.5) - math.log(self.median)) / self.sigma)
-        cdf[-1] = 1.0
-        return self.min, cdf
-
-
-@dataclass(frozen=True)
-class MixtureLength(_Quantile):
-    """A weighted mixture of length distributions: each request draws a component with
-    probability weight / sum(weights), then its length from that component."""
-    weights: tuple[float, ...]
-    components: tuple[LengthDist, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.weights) != len(self.components) or not self.components:
-            raise ValueError(f"'weights' must have one entry per component ({len(self.components)}), "
-                             f"got {len(self.weights)}")
-        if any(not w > 0 for w in self.weights):
-            raise ValueError(f"'weights' must all be > 0, got {list(self.weights)}")
-
-    @property
-    def probabilities(self) -> np.ndarray:
-        w = np.asarray(self.weights, dtype=np.float64)
-        return w / w.sum()
-
-    def pick(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Component index of n requests."""
-        cum = np.cumsum(self.probabilities)
-        return np.minimum(np.searchsorted(cum, rng.random(n), side="right"), len(cum) - 1)
-
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        idx = self.pick(rng, n)
-        out = np.empty(n, dtype=np.int64)
-        for j, comp in enumerate(self.components):
-            mask = idx == j
-            out[mask] = comp.sample(rng, int(mask.sum()))
-        return out
-
-    def cdf_table(self) -> tuple[int, np.ndarray]:
-        tables = [c.cdf_table() for c in self.components]
-        lo = min(t[0] for t in tables)
-        hi = max(t[0] + len(t[1]) - 1 for t in tables)
-        cdf = np.zeros(hi - lo + 1)
-        for p, (clo, ccdf) in zip(self.probabilities, tables):
-            part = np.ones(hi - lo + 1)  # 1 above the component's support, 0 below it
-            part[: clo - lo] = 0.0
-            part[clo - lo: clo - lo + len(ccdf)] = ccdf
-            cdf += p * part
-        cdf[-1] = 1.0
-        return lo, cdf
-
-
-_LENGTH_KINDS: dict[str, tuple[type, dict[str, type]]] = {
-    "fixed": (FixedLength, {"value": int}),
-    "uniform": (UniformLength, {"min": int, "max": int}),
-    "zipf": (ZipfLength, {"theta": float, "min": int, "max": int}),
-    "lognormal": (LognormalLength, {"median": float, "sigma": float, "min": int, "max": int}),
-    "mixture": (MixtureLength, {"weights": list, "components": list}),
-}
-
-
-def _check_keys(spec: Mapping, allowed: Sequence[str], required: Sequence[str], where: str,
-                hint: Callable[[list], str] = lambda extra: "") -> None:
-    extra = [k for k in spec if k not in allowed]
-    if extra:
-        raise ValueError(f"{where}: unknown key(s) {extra}{hint(extra)}; allowed: {sorted(allowed)}")
-    missing = [k for k in required if k not in spec]
-    if missing:
-        raise ValueError(f"{where}: missing key(s) {missing}; required: {list(required)}")
-
-
-def _mixture_args(spec: Mapping, where: str) -> dict:
-    weights, components = spec["weights"], spec["components"]
-    for key, value in (("weights", weights), ("components", components)):
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            raise ValueError(f"{where}: '{key}' must be a list, got {value!r}")
-    comps = []
-    for i, c in enumerate(components):
-        try:
-            comps.append(make_length_dist(c))
-        except ValueError as e:
-            raise ValueError(f"{where}: 'components' [{i}]: {e}") from None
-    return {"weights": tuple(_coerce("weights", w, float, where) for w in weights), "components": tuple(comps)}
-
-
-def make_length_dist(spec: Mapping) -> LengthDist:
-    """Build a length distribution from a config dict like {"kind": "uniform", "min": 1, "max": 9};
-    {"kind": "mixture", "weights": [3, 1], "components": [spec, spec]} mixes whole specs."""
-    if not isinstance(spec, Mapping):
-        raise ValueError(f"length spec must be a mapping, got {type(spec).__name__}")
-    kind = spec.get("kind")
-    if kind not in _LENGTH_KINDS:
-        raise ValueError(f"length spec: 'kind' must be one of {sorted(_LENGTH_KINDS)}, got {kind!r}")
-    cls, params = _LENGTH_KINDS[kind]
-    where = f"length spec (kind={kind})"
-    _check_keys(spec, ["kind", *params], list(params), where)
-    if kind == "mixture":
-        kwargs = _mixture_args(spec, where)
-    else:
-        kwargs = {k: _coerce(k, spec[k], t, where) for k, t in params.items()}
-    try:
-        return cls(**kwargs)
-    except ValueError as e:
-        raise ValueError(f"{where}: {e}; keys: {list(params)}") from None
-
 
 # ------------------------------------------------------------------- synthetic
 #: arrival processes of synthetic workloads; `qps` is the mean rate of each
@@ -476,6 +249,6 @@ def make_workload(spec: Mapping) -> Workload:
     if kind not in _WORKLOAD_KEYS:
         raise ValueError(f"workload spec: 'kind' must be one of {sorted(_WORKLOAD_KEYS)}, got {kind!r}")
     cls, allowed, required = _WORKLOAD_KEYS[kind]
-    _check_keys(spec, ["kind", *allowed], required, f"workload spec (kind={kind})",
+    check_keys(spec, ["kind", *allowed], required, f"workload spec (kind={kind})",
                 lambda extra: _other_kinds_hint(kind, extra))
     return cls(**{k: spec[k] for k in allowed if k in spec})
