@@ -19,6 +19,7 @@ from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
 from vidur_ppo.workloads import WORKLOADS, workload_spec
+from vidur_ppo.workloads.capacity import check_load, saturation_rps
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,13 @@ class EnvSpec:
     slo_tpot: float = DEFAULT_SLO_TPOT
     seed_limit: int = EVAL_SEED_BASE
     length_noise: float = 0.0
+    # workload.load (rho) the workload's qps was resolved from (qps = rho x the cluster's saturation
+    # throughput, workloads/capacity.py); None: qps as given. Scenarios on another cluster re-resolve it
+    load: Optional[float] = None
 
     def kwargs(self) -> Dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """The env's constructor arguments (`load` is already in the workload's qps)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "load"}
 
     def make(self) -> VidurRoutingEnv:
         return VidurRoutingEnv(**self.kwargs())
@@ -47,17 +52,23 @@ class EnvSpec:
                  length_noise: Optional[float] = None, serve_all: bool = True) -> "EnvSpec":
         """This spec on another cluster size / load / workload. QPS scales with the replica count
         unless given; `workload` keys override the run's (a workload of another kind replaces it);
-        `serve_all` switches off the safety
+        a run (or `workload`) with `load` re-resolves its QPS from the scenario cluster's capacity
+        unless `qps` (or workload.qps) is given; `serve_all` switches off the safety
         monitor's episode termination (evaluation serves every request)."""
         wl = dict(workload or {})
+        load = wl.pop("load", None)
+        if load is None and qps is None and "qps" not in wl:
+            load = self.load  # the run's rho carries over
         if wl.get("kind", self.workload.get("kind")) == self.workload.get("kind"):
             wl = {**self.workload, **wl}  # a variant of the run's workload
         else:
             check(wl["kind"] in WORKLOADS, "workload.kind", f"must be one of {sorted(WORKLOADS)}", wl["kind"])
             wl = workload_spec(from_mapping(WORKLOADS[wl["kind"]], wl, "workload"))  # another kind: replaced
         cluster = self.cluster
+        if load is not None and wl.get("kind") != "synthetic":
+            load = check_load({**wl, "load": load})  # raises: needs a synthetic workload
         if num_replicas is not None:
-            if wl.get("kind") == "synthetic" and qps is None and wl.get("qps"):
+            if wl.get("kind") == "synthetic" and qps is None and load is None and wl.get("qps"):
                 scale = num_replicas / cluster.num_replicas
                 wl["qps"] = float(wl["qps"]) * scale
                 if wl.get("qps_max"):
@@ -66,20 +77,28 @@ class EnvSpec:
         if qps is not None:
             wl["qps"] = qps
             wl.pop("qps_max", None)  # a scenario's load is fixed
+            load = None
+        if load is not None:
+            load = check_load({**wl, "load": load})
+            wl["qps"] = load * saturation_rps(cluster, wl)
         if num_requests is not None and wl.get("kind") == "synthetic":
             wl["num_requests"] = num_requests
         elif num_requests is not None and not wl.get("max_requests"):  # a trace: seeds pick windows of this size
             wl["max_requests"] = num_requests
         safety = dataclasses.replace(self.safety, terminate=False) if serve_all else self.safety
         noise = self.length_noise if length_noise is None else float(length_noise)
-        return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_noise=noise)
+        return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_noise=noise, load=load)
 
     def for_suite_scenario(self, scenario: Mapping[str, Any], num_requests: int) -> "EnvSpec":
-        """A suite scenario (`eval.scenarios` entry, see eval/suite.py) of this run."""
+        """A suite scenario (`eval.scenarios` entry, see eval/suite.py) of this run; its `load` (rho of
+        the scenario cluster's capacity) wins over `qps_per_replica`."""
         r = scenario.get("num_replicas") or self.cluster.num_replicas
+        workload = scenario.get("workload")
         qps = scenario["qps_per_replica"] * r if scenario.get("qps_per_replica") else None
+        if scenario.get("load") is not None:
+            workload, qps = {**(workload or {}), "load": scenario["load"]}, None
         return self.scenario(num_replicas=r, qps=qps, num_requests=scenario.get("num_requests") or num_requests,
-                             workload=scenario.get("workload"), length_noise=scenario.get("length_noise"))
+                             workload=workload, length_noise=scenario.get("length_noise"))
 
 
 def _plain(section: Any) -> Any:
@@ -95,7 +114,12 @@ def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
     cluster = ClusterSpec.from_mapping({f.name: getattr(cluster, f.name) for f in dataclasses.fields(ClusterSpec)}
                                        if dataclasses.is_dataclass(cluster) else cluster)
     eval_cfg = get("eval")
-    return EnvSpec(cluster=cluster, workload=workload_spec(_plain(get("workload"))),
+    workload = workload_spec(_plain(get("workload")))
+    load = workload.pop("load", None)
+    if load is not None:  # rho of this cluster's capacity for these lengths -> qps
+        load = check_load({**workload, "load": load})
+        workload["qps"] = load * saturation_rps(cluster, workload)
+    return EnvSpec(cluster=cluster, workload=workload, load=load,
                    reward=reward_config(_plain(get("reward"))), features=features_config(_plain(get("features"))),
                    safety=SafetyConfig.of(_plain(get("safety"))), slo_e2e=float(get("slo_e2e", DEFAULT_SLO_E2E)),
                    slo_ttft=float(get("slo_ttft", DEFAULT_SLO_TTFT)), slo_tpot=float(get("slo_tpot", DEFAULT_SLO_TPOT)),

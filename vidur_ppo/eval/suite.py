@@ -12,7 +12,7 @@ from vidur_ppo.checks import check, positive
 from vidur_ppo.routing.env import EVAL_SEED_BASE
 from vidur_ppo.routing.heuristics import HEURISTICS
 
-SCENARIO_KEYS = ("name", "num_replicas", "qps_per_replica", "workload", "num_requests", "length_noise")
+SCENARIO_KEYS = ("name", "num_replicas", "qps_per_replica", "workload", "num_requests", "length_noise", "load")
 
 
 @dataclass

@@ -56,12 +56,21 @@ class SyntheticWorkloadConfig:
     # prefill and decode both kind=mixture with the same weights: a request takes both lengths from one
     # component (a tenant). False: the two mixtures draw their components independently
     paired_mixture: bool = False
+    # rho, load relative to capacity: set, qps = load x the cluster's saturation throughput for these
+    # lengths (workloads/capacity.py, measured once and cached); resolved by build.env_spec
+    load: Optional[float] = None
 
     def __post_init__(self) -> None:
         choice(self, "workload", "arrival", Arrival)
         self.prefill = dict(CHAT_PREFILL if self.prefill is None else self.prefill)
         self.decode = dict(CHAT_DECODE if self.decode is None else self.decode)
-        make_workload(self)  # the simulator's checks, once
+        spec = workload_spec(self)
+        if spec.get("load") is not None:
+            from vidur_ppo.workloads.capacity import check_load
+
+            check_load(spec)
+            spec.pop("load")
+        make_workload(spec)  # the simulator's checks, once
 
 
 class TraceArrival(StrEnum):
@@ -113,6 +122,8 @@ def workload_spec(spec: Union[WorkloadConfig, Mapping[str, Any], None]) -> Dict[
     if not isinstance(spec, Mapping):
         spec = {k: (v.value if isinstance(v, StrEnum) else v) for k, v in asdict(spec).items()}
     spec = dict(spec)
+    if "load" in spec and spec["load"] is None:  # off: the simulator never sees it
+        spec.pop("load")
     if spec.get("kind", "synthetic") == "synthetic":
         spec["prefill"] = dict(spec.get("prefill") or CHAT_PREFILL)
         spec["decode"] = dict(spec.get("decode") or CHAT_DECODE)
@@ -124,8 +135,12 @@ def workload_spec(spec: Union[WorkloadConfig, Mapping[str, Any], None]) -> Dict[
 
 def make_workload(spec: Union[WorkloadConfig, Mapping[str, Any], None]) -> sim_workload.Workload:
     """The simulator's workload (synthetic generator or trace replay) for a config; one-line errors."""
+    spec = workload_spec(spec)
+    if "load" in spec:
+        raise ConfigError("workload.load needs a cluster to resolve against: build the env through "
+                          "vidur_ppo.build.env_spec (or set workload.qps)")
     try:
-        return sim_workload.make_workload(workload_spec(spec))
+        return sim_workload.make_workload(spec)
     except ConfigError:
         raise
     except ValueError as exc:  # "synthetic workload: 'qps' must be > 0, got 0" -> "workload.qps must be > 0, got 0"
