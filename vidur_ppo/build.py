@@ -19,7 +19,7 @@ from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
 from vidur_ppo.workloads import WORKLOADS, workload_spec
-from vidur_ppo.workloads.capacity import check_load, saturation_rps
+from vidur_ppo.workloads.capacity import qps_at_load
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,6 @@ class EnvSpec:
             check(wl["kind"] in WORKLOADS, "workload.kind", f"must be one of {sorted(WORKLOADS)}", wl["kind"])
             wl = workload_spec(from_mapping(WORKLOADS[wl["kind"]], wl, "workload"))  # another kind: replaced
         cluster = self.cluster
-        if load is not None and wl.get("kind") != "synthetic":
-            load = check_load({**wl, "load": load})  # raises: needs a synthetic workload
         if num_replicas is not None:
             if wl.get("kind") == "synthetic" and qps is None and load is None and wl.get("qps"):
                 scale = num_replicas / cluster.num_replicas
@@ -79,8 +77,7 @@ class EnvSpec:
             wl.pop("qps_max", None)  # a scenario's load is fixed
             load = None
         if load is not None:
-            load = check_load({**wl, "load": load})
-            wl["qps"] = load * saturation_rps(cluster, wl)
+            load, wl["qps"] = qps_at_load(cluster, wl, load)
         if num_requests is not None and wl.get("kind") == "synthetic":
             wl["num_requests"] = num_requests
         elif num_requests is not None and not wl.get("max_requests"):  # a trace: seeds pick windows of this size
@@ -117,8 +114,7 @@ def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
     workload = workload_spec(_plain(get("workload")))
     load = workload.pop("load", None)
     if load is not None:  # rho of this cluster's capacity for these lengths -> qps
-        load = check_load({**workload, "load": load})
-        workload["qps"] = load * saturation_rps(cluster, workload)
+        load, workload["qps"] = qps_at_load(cluster, workload, load)
     return EnvSpec(cluster=cluster, workload=workload, load=load,
                    reward=reward_config(_plain(get("reward"))), features=features_config(_plain(get("features"))),
                    safety=SafetyConfig.of(_plain(get("safety"))), slo_e2e=float(get("slo_e2e", DEFAULT_SLO_E2E)),

@@ -41,11 +41,15 @@ def cache_path() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "vidur_ppo") / "capacity.json"
 
 
+def _require_synthetic(spec: Mapping[str, Any]) -> None:
+    if spec.get("kind", "synthetic") != "synthetic":
+        raise ConfigError("workload.load needs a synthetic workload")
+
+
 def check_load(spec: Mapping[str, Any]) -> float:
     """`workload.load` of a spec, checked (one-line ConfigErrors naming workload.load)."""
     load = spec.get("load")
-    if spec.get("kind", "synthetic") != "synthetic":
-        raise ConfigError("workload.load needs a synthetic workload")
+    _require_synthetic(spec)
     try:
         value = float(load)
     except (TypeError, ValueError):
@@ -112,8 +116,7 @@ def _write(path: Path, key: str, value: float) -> None:
 
 def saturation_rps(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> float:
     """The cluster's saturation throughput (req/s) for the workload's length family (cached)."""
-    if workload_spec.get("kind", "synthetic") != "synthetic":
-        raise ConfigError("workload.load needs a synthetic workload")
+    _require_synthetic(workload_spec)
     key = cache_key(cluster, workload_spec)
     if key in _MEMORY:
         return _MEMORY[key]
@@ -126,12 +129,7 @@ def saturation_rps(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> fl
     return float(value)
 
 
-def resolve_load(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> Dict[str, Any]:
-    """The workload spec with `qps = load x saturation` when it sets `load` (which it keeps)."""
-    wl = dict(workload_spec)
-    if wl.get("load") is None:
-        wl.pop("load", None)
-        return wl
-    rho = check_load(wl)
-    wl["qps"] = rho * saturation_rps(cluster, wl)
-    return wl
+def qps_at_load(cluster: ClusterSpec, workload_spec: Mapping[str, Any], load: Any) -> "tuple[float, float]":
+    """(rho checked, the request rate rho x saturation) for `workload.load=rho` on this cluster."""
+    rho = check_load({**workload_spec, "load": load})
+    return rho, rho * saturation_rps(cluster, workload_spec)
