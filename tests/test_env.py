@@ -12,6 +12,7 @@ from vidur_ppo.eval.paired import evaluate_heuristics
 from vidur_ppo.ppo.vector import make_vector_env
 from vidur_ppo.routing.env import VidurRoutingEnv, run_episode
 from vidur_ppo.routing.heuristics import HEURISTICS, JSQ
+from vidur_ppo.sim.driver import ReplicaColumn
 
 from conftest import PROMPTS, OUTPUTS
 
@@ -68,25 +69,48 @@ def test_all_heuristics_paired_on_same_trace():
     assert len({r["throughput_tps"] > 0 for r in rows}) == 1
 
 
-def test_length_noise_changes_what_routers_see_not_the_simulation():
-    from vidur_ppo.routing.env import run_episode
+def test_predicted_lengths_change_what_routers_see_not_the_simulation():
     from vidur_ppo.workloads import DEFAULT_WORKLOAD
 
     wl = {**DEFAULT_WORKLOAD, "num_requests": 120}
-    exact, noisy = VidurRoutingEnv(workload=wl), VidurRoutingEnv(workload=wl, length_noise=0.5)
+    exact = VidurRoutingEnv(workload=wl, length_predictor="oracle")
+    noisy = VidurRoutingEnv(workload=wl)  # the default: lognormal sigma 0.5
     seen = {}
     for name, env in (("exact", exact), ("noisy", noisy)):
         obs, _ = env.reset(seed=7)
-        lengths, done = [], False
+        lengths, left, done = [], [], False
         while not done:
             lengths.append(obs["request"][1])
+            left.append(obs["replicas"][:, ReplicaColumn.decode_tokens_left].copy())
             obs, _, done, _, _ = env.step(len(lengths) % 4)  # the same actions in both
-        seen[name] = (np.array(lengths), env.driver.per_request()["e2e"])
+        seen[name] = (np.array(lengths), np.array(left), env.driver.per_request()["e2e"])
     true_len, noisy_len = seen["exact"][0], seen["noisy"][0]
     ratio = np.log(noisy_len / true_len)
     assert 0.3 < ratio.std() < 0.7 and np.all(noisy_len >= 1)
-    np.testing.assert_array_equal(seen["exact"][1], seen["noisy"][1])  # same simulation
+    # outstanding decode tokens are predicted too (a router knows produced tokens, not remaining ones)
+    assert not np.array_equal(seen["exact"][1], seen["noisy"][1]) and (seen["noisy"][1] >= 0).all()
+    np.testing.assert_array_equal(seen["exact"][2], seen["noisy"][2])  # same simulation
     obs, _ = noisy.reset(seed=7)
-    assert obs["request"][1] == noisy_len[0]  # the noise is a function of the episode: reproducible
-    with pytest.raises(ValueError, match="length_noise"):
-        VidurRoutingEnv(length_noise=-1)
+    assert obs["request"][1] == noisy_len[0]  # the prediction is a function of the episode: reproducible
+    with pytest.raises(ValueError, match="length_predictor.sigma"):
+        VidurRoutingEnv(length_predictor={"sigma": -1})
+
+
+def test_outstanding_tokens_are_prediction_minus_produced():
+    """A running request's decode tokens left, as a router with a predictor knows them: the
+    prediction minus the tokens it has produced, at least 1 (never the true remaining ones)."""
+    from vidur_ppo.routing.length_predictor import LengthPredictor
+    from vidur_ppo.workloads import DEFAULT_WORKLOAD
+
+    wl = {**DEFAULT_WORKLOAD, "num_requests": 60, "qps": 40.0}
+    env = VidurRoutingEnv(cluster={**CLUSTER, "num_replicas": 1}, workload=wl, length_predictor="none")
+    env.reset(seed=3)
+    for _ in range(40):
+        env.step(0)
+    d = env.driver
+    rs = d._replica_schedulers[0]
+    expected = 0
+    for r in list(rs._request_queue) + [d.requests[i] for i in rs._allocation_map]:
+        produced = max(r._num_processed_tokens - r._num_prefill_tokens, 0)
+        expected += max(LengthPredictor("none").cfg.prior_tokens - produced, 1)
+    assert env._state[0, ReplicaColumn.decode_tokens_left] == expected > 0

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from vidur_ppo.checks import check, from_mapping
 from vidur_ppo.routing.env import DEFAULT_SLO_E2E, EVAL_SEED_BASE, VidurRoutingEnv
 from vidur_ppo.routing.features import FeaturesConfig, features_config
+from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 from vidur_ppo.routing.rewards import RewardConfig, reward_config
 from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.sim.cluster import ClusterSpec
@@ -35,7 +36,8 @@ class EnvSpec:
     slo_ttft: float = DEFAULT_SLO_TTFT
     slo_tpot: float = DEFAULT_SLO_TPOT
     seed_limit: int = EVAL_SEED_BASE
-    length_noise: float = 0.0
+    # what routers are told of output lengths (routing/length_predictor.py; default: predicted)
+    length_predictor: LengthPredictorConfig = dataclasses.field(default_factory=LengthPredictorConfig)
     # workload.load (rho) the workload's qps was resolved from (qps = rho x the cluster's saturation
     # throughput, workloads/capacity.py); None: qps as given. Scenarios on another cluster re-resolve it
     load: Optional[float] = None
@@ -49,9 +51,11 @@ class EnvSpec:
 
     def scenario(self, num_replicas: Optional[int] = None, qps: Optional[float] = None,
                  num_requests: Optional[int] = None, workload: Optional[Mapping[str, Any]] = None,
-                 length_noise: Optional[float] = None, serve_all: bool = True) -> "EnvSpec":
+                 length_predictor: Union[LengthPredictorConfig, Mapping[str, Any], str, None] = None,
+                 serve_all: bool = True, replace_workload: bool = False) -> "EnvSpec":
         """This spec on another cluster size / load / workload. QPS scales with the replica count
-        unless given; `workload` keys override the run's (a workload of another kind replaces it);
+        unless given; `workload` keys override the run's (a workload of another kind, or any with
+        `replace_workload`, replaces it: a whole family spec must not inherit the run's keys);
         a run (or `workload`) with `load` re-resolves its QPS from the scenario cluster's capacity
         unless `qps` (or workload.qps) is given; `serve_all` switches off the safety
         monitor's episode termination (evaluation serves every request)."""
@@ -59,7 +63,7 @@ class EnvSpec:
         load = wl.pop("load", None)
         if load is None and qps is None and "qps" not in wl:
             load = self.load  # the run's rho carries over
-        if wl.get("kind", self.workload.get("kind")) == self.workload.get("kind"):
+        if not replace_workload and wl.get("kind", self.workload.get("kind")) == self.workload.get("kind"):
             wl = {**self.workload, **wl}  # a variant of the run's workload
         else:
             check(wl["kind"] in WORKLOADS, "workload.kind", f"must be one of {sorted(WORKLOADS)}", wl["kind"])
@@ -83,25 +87,41 @@ class EnvSpec:
         elif num_requests is not None and not wl.get("max_requests"):  # a trace: seeds pick windows of this size
             wl["max_requests"] = num_requests
         safety = dataclasses.replace(self.safety, terminate=False) if serve_all else self.safety
-        noise = self.length_noise if length_noise is None else float(length_noise)
-        return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_noise=noise, load=load)
+        lengths = self.length_predictor if length_predictor is None else LengthPredictorConfig.of(length_predictor)
+        return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_predictor=lengths,
+                                   load=load)
 
     def for_suite_scenario(self, scenario: Mapping[str, Any], num_requests: int) -> "EnvSpec":
         """A suite scenario (`eval.scenarios` entry, see eval/suite.py) of this run; its `load` (rho of
-        the scenario cluster's capacity) wins over `qps_per_replica`."""
+        the scenario cluster's capacity) wins over `qps_per_replica`; a `family` (conf/workload/<name>)
+        replaces the run's workload, `workload` keys then override the family's."""
+        from vidur_ppo.workloads.families import family_spec
+
         r = scenario.get("num_replicas") or self.cluster.num_replicas
         workload = scenario.get("workload")
+        if scenario.get("family"):
+            workload = {**family_spec(scenario["family"]), **(workload or {})}
         qps = scenario["qps_per_replica"] * r if scenario.get("qps_per_replica") else None
         if scenario.get("load") is not None:
             workload, qps = {**(workload or {}), "load": scenario["load"]}, None
         return self.scenario(num_replicas=r, qps=qps, num_requests=scenario.get("num_requests") or num_requests,
-                             workload=workload, length_noise=scenario.get("length_noise"))
+                             workload=workload, length_predictor=scenario.get("length_predictor"),
+                             replace_workload=bool(scenario.get("family")))
 
 
 def _plain(section: Any) -> Any:
     if isinstance(section, DictConfig):
         return OmegaConf.to_container(section, resolve=True)
     return section
+
+
+def _length_predictor(get) -> LengthPredictorConfig:
+    """The run's length predictor; a run dir saved before it existed told routers the true lengths,
+    or lognormal-noisy ones (its `length_noise`)."""
+    if get("length_predictor") is not None:
+        return LengthPredictorConfig.of(_plain(get("length_predictor")))
+    sigma = float(get("length_noise", 0.0) or 0.0)
+    return LengthPredictorConfig(kind="lognormal", sigma=sigma) if sigma > 0 else LengthPredictorConfig(kind="oracle")
 
 
 def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
@@ -120,7 +140,7 @@ def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
                    safety=SafetyConfig.of(_plain(get("safety"))), slo_e2e=float(get("slo_e2e", DEFAULT_SLO_E2E)),
                    slo_ttft=float(get("slo_ttft", DEFAULT_SLO_TTFT)), slo_tpot=float(get("slo_tpot", DEFAULT_SLO_TPOT)),
                    seed_limit=int(eval_cfg.seed_base if eval_cfg is not None else EVAL_SEED_BASE),
-                   length_noise=float(get("length_noise", 0.0) or 0.0))
+                   length_predictor=_length_predictor(get))
 
 
 def eval_env_spec(cfg: Any, spec: EnvSpec) -> EnvSpec:

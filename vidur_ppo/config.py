@@ -21,8 +21,9 @@ from vidur_ppo.models import MODELS
 from vidur_ppo.ppo.bc import BCConfig
 from vidur_ppo.ppo.config import PPOConfig
 from vidur_ppo.ppo.curriculum import CURRICULA
-from vidur_ppo.routing.env import DEFAULT_SLO_E2E, check_length_noise
+from vidur_ppo.routing.env import DEFAULT_SLO_E2E
 from vidur_ppo.routing.features import FEATURE_SETS
+from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 from vidur_ppo.routing.rewards import REWARDS, Credit
 from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.runlog import LoggerConfig
@@ -64,7 +65,8 @@ class TrainConfig:
     slo_e2e: float = DEFAULT_SLO_E2E
     slo_ttft: float = DEFAULT_SLO_TTFT  # seconds to the first token, for SLO attainment and goodput (sim/metrics.py)
     slo_tpot: float = DEFAULT_SLO_TPOT  # seconds per output token after the first
-    length_noise: float = 0.0  # sigma of lognormal noise on the output length routers are told (0: exact)
+    # what routers (policy and heuristics) are told of output lengths: predicted by default, `oracle` an ablation
+    length_predictor: LengthPredictorConfig = field(default_factory=LengthPredictorConfig)
     torch_threads: int = 1  # during rollouts (env workers use the other cores)
     torch_threads_update: int = 0  # during PPO updates; 0: every core
 
@@ -72,7 +74,6 @@ class TrainConfig:
         positive(self, "", "checkpoint_every", "slo_e2e", "slo_ttft", "slo_tpot", "torch_threads")
         check(self.seed >= 0, "seed", "must be >= 0", self.seed)
         check(self.torch_threads_update >= 0, "torch_threads_update", "must be >= 0", self.torch_threads_update)
-        check_length_noise(self.length_noise)
         n = getattr(self.workload, "num_requests", None)
         if self.reward.credit == Credit.decision and n:
             check(self.ppo.rollout_steps % n == 0, "ppo.rollout_steps",

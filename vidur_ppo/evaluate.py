@@ -1,6 +1,6 @@
-"""`python -m vidur_ppo.evaluate checkpoint=<run dir> [eval=suite|default|smoke] [eval.seeds=5]`:
-a trained run on a suite of scenarios (light/heavy load, 2/4/8 replicas, two workload shapes,
-user traces); writes report.md, metrics.csv and plots into <run dir>/evaluate_<suite>/ (a new
+"""`python -m vidur_ppo.evaluate checkpoint=<run dir> [eval=suite|generalisation|default|smoke] [eval.seeds=5]`:
+a trained run (or several: `policies={a: <dir>, b: <dir>}`) on a suite of scenarios (light/heavy
+load, 2/4/8 replicas, workload families, user traces); writes report.md, metrics.csv and plots into <run dir>/evaluate_<suite>/ (a new
 evaluate_<suite>-2, -3, ... when that is taken) or `out=`. Scenarios that fail are listed in
 report.md and the exit code is 1; everything that ran is still written."""
 
@@ -50,25 +50,37 @@ def main(cfg: DictConfig) -> None:
     from tqdm.auto import tqdm
 
     from vidur_ppo.checkpoint import load_policy
-    from vidur_ppo.eval.suite import run_suite
+    from vidur_ppo.eval.suite import run_suite, suite_size
 
     try:
         ev = OmegaConf.to_object(cfg.eval)
     except Exception as exc:  # noqa: BLE001 - one clear line
         print(f"config error: {str(exc).splitlines()[0]}", file=sys.stderr)
         sys.exit(2)
-    run_dir = Path(cfg.checkpoint)
+    policies = {str(k): str(v) for k, v in (cfg.policies or {}).items()}
+    if cfg.checkpoint:
+        policies = {"ppo": str(cfg.checkpoint), **policies}
+    if not policies:
+        print("config error: checkpoint=<run dir> (or policies={name: run dir, ...}) is required", file=sys.stderr)
+        sys.exit(2)
     try:
-        load_policy(run_dir)
+        for d in policies.values():
+            load_policy(d)
     except (FileNotFoundError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    run_dir = Path(next(iter(policies.values())))
+    arg = str(run_dir) if list(policies) == ["ppo"] else policies
     if not isinstance(cfg.overwrite, bool):
         print(f"config error: overwrite must be true or false, got {cfg.overwrite!r}", file=sys.stderr)
         sys.exit(2)
     out = output_dir(cfg.out, cfg.overwrite, run_dir, ev.name)
-    bar = tqdm(total=max(1, len(ev.scenarios)) * ev.seeds, desc=f"evaluate {ev.name}")
-    text, failed = run_suite(run_dir, ev, out, progress=lambda: bar.update(1))
+    bar = tqdm(total=suite_size(arg, ev), desc=f"evaluate {ev.name}")
+    try:
+        text, failed = run_suite(arg, ev, out, progress=lambda: bar.update(1))
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        sys.exit(2)
     bar.close()
     print(text)
     print(f"\nwritten: {out}/report.md, metrics.csv, *.png", file=sys.stderr)

@@ -18,6 +18,7 @@ feature code), so it makes the same decisions as the policy does in `VidurRoutin
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+import numpy as np
 from vidur.config import BaseGlobalSchedulerConfig
 from vidur.entities import Request
 from vidur.logger import init_logger
@@ -54,16 +55,19 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
         super().__init__(config, replicas)
         from vidur_ppo.build import env_spec
         from vidur_ppo.checkpoint import load_policy
-        from vidur_ppo.routing.env import length_noise_factors
         from vidur_ppo.routing.features import make_feature_set
+        from vidur_ppo.routing.length_predictor import LengthPredictor
 
         gs = config.cluster_config.global_scheduler_config
         if not gs.checkpoint:
             raise ValueError("the ppo global scheduler needs --policy_global_scheduler_config_checkpoint <run dir>")
         self.policy, run_cfg = load_policy(gs.checkpoint, deterministic=gs.deterministic)
-        spec = env_spec(run_cfg)  # the run's own features and length noise, as the env builds them
+        spec = env_spec(run_cfg)  # the run's own features and length predictor, as the env builds them
         self.features = make_feature_set(spec.features)
-        self.noise = length_noise_factors(spec.length_noise, 0, 1 << 16)  # per request id
+        self.lengths = LengthPredictor(spec.length_predictor)
+        self._draws = self.lengths.draws(0, 1 << 16)  # per request id, as an env episode of seed 0
+        self._predicted = np.zeros(1 << 16, dtype=np.int64)  # by request id, filled as requests arrive
+        self._error = np.zeros(1 << 16, dtype=np.int64)  # predicted - true
         self.policy.reset()
         self.features.reset()
         self._ordered = [self._replica_schedulers[ReplicaId(i)] for i in range(self._num_replicas)]
@@ -77,8 +81,12 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
         while self._request_queue:
             request = self._request_queue.pop(0)
             self._requests[request.id] = request
-            state = replica_state(self._ordered, self._requests, now, mapping)
-            req = request_vector(request, self.noise)
+            true = request.num_decode_tokens
+            self._predicted[request.id] = self.lengths.apply([true], self._draws[[request.id]])[0]
+            self._error[request.id] = self._predicted[request.id] - true
+            exact = self.lengths.exact
+            state = replica_state(self._ordered, self._requests, now, mapping, None if exact else self._error)
+            req = request_vector(request, None if exact else self._predicted)
             action = self.policy({"features": self.features(state, req, now)})
             mapping.append((ReplicaId(int(action)), request))
         return mapping

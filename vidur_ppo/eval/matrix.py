@@ -6,7 +6,7 @@ functions over the suite's per-seed rows and per-(family, size) capacity table."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -173,3 +173,64 @@ def summary_line(rows: pd.DataFrame, capacity: pd.DataFrame, router: str, key: s
 def matrix_md(wtl: pd.DataFrame) -> str:
     """The `win_tie_loss` table as markdown (cells are W/T/L scenario counts)."""
     return _md_table(["router"] + list(wtl.columns), [[r] + list(v) for r, v in zip(wtl.index, wtl.to_numpy())])
+
+
+def router_table(rows: pd.DataFrame, capacity: Optional[pd.DataFrame], names: Sequence[str],
+                 split: str = "held_out", reference: str = "round_robin") -> str:
+    """One row per router on the `split` scenarios: capacity at SLO vs `reference` first (what an
+    operator buys GPUs by), then never-worse count, W/T/L vs the best heuristic, mean and worst %."""
+    sub = rows[rows["split"] == split]
+    gain = capacity_gain(capacity, reference) if capacity is not None and not capacity.empty else None
+    body = []
+    for n in names:
+        vs = paired_vs(sub, n, "best")
+        counts = vs["outcome"].value_counts()
+        cap = "n/a"
+        if gain is not None:
+            g = gain[(gain["split"] == split) & (gain["scheduler"] == n)]["gain"]
+            g = g[np.isfinite(g)]
+            cap = f"{100 * g.mean():+.1f}%" if len(g) else "n/a"
+        body.append([n, cap, f"{int((vs['outcome'] != 'loss').sum())} of {len(vs)}",
+                     f"{counts.get('win', 0)}/{counts.get('tie', 0)}/{counts.get('loss', 0)}",
+                     f"{100 * vs['diff'].mean():+.1f}%", f"{100 * vs['diff'].max():+.1f}%"])
+    return _md_table(["router", f"capacity at SLO vs {reference}", "never worse than best", "W/T/L vs best",
+                      "E2E P99 vs best, mean", "worst scenario"], body)
+
+
+def generalisation_report(rows: pd.DataFrame, capacity: pd.DataFrame, out_dir: Path) -> str:
+    """The generalisation section of a suite report: summary lines (learned routers, then every
+    heuristic; the best single heuristic named), win/tie/loss matrices on held-out and training
+    families, capacity at SLO, and the heat map (written to out_dir)."""
+    grid = rows[rows["split"].isin(["held_out", "train", "overload"])]
+    if grid.empty:
+        return ""
+    names = _scheduler_order(grid["scheduler"])
+    learned = [n for n in names if n not in HEURISTICS]
+    held = grid[grid["split"] == "held_out"]
+    md = ["## Generalisation (leave-family-out)", "",
+          "Every router on the same traces per scenario (family x load rho x replicas); a scenario is a win, "
+          "tie or loss by the paired 95% CI of E2E P99 (tie: the CI covers 0). Held-out families were never "
+          "trained on. Overload scenarios (rho > 1) are transient and in no count.", ""]
+    if not held.empty:
+        md += ["### Routers on held-out families", "", router_table(grid, capacity, names), ""]
+        lines = [summary_line(grid, capacity, n) for n in names]
+        never = {n: int((paired_vs(held, n, "best")["outcome"] != "loss").sum()) for n in names if n in HEURISTICS}
+        best = max(never, key=never.get) if never else None
+        md += [f"- {line}" for line in lines]
+        if best:
+            md += ["", f"Best single heuristic (most held-out scenarios never worse than the per-scenario best): "
+                       f"**{best}**."]
+        md += ["", "### Win/tie/loss, held-out families (E2E P99)", "", matrix_md(win_tie_loss(grid, names)), ""]
+    if (grid["split"] == "train").any():
+        md += ["### Win/tie/loss, training families (E2E P99)", "",
+               matrix_md(win_tie_loss(grid, names, split="train")), ""]
+    if learned and (grid["split"] == "held_out").any():
+        md += ["### Win/tie/loss, held-out families (TTFT P99)", "",
+               matrix_md(win_tie_loss(grid, names, key="ttft_p99")), ""]
+    if capacity is not None and not capacity.empty:
+        md += ["### Capacity at SLO (largest rho with >= 90% of requests meeting TTFT and TPOT SLOs; vs round-robin)",
+               "", capacity_table_md(capacity), ""]
+    rel = relative_to_best(grid)
+    path = heatmap(rel, Path(out_dir) / "generalisation_heatmap.png", "E2E P99, % vs the best heuristic per scenario")
+    md += ["### E2E P99 vs the best heuristic per scenario", "", f"![heat map]({path.name})", ""]
+    return "\n".join(md)

@@ -121,28 +121,38 @@ def _figures(details: Mapping, out_dir: Path, label: str, title: str) -> List[Pa
     return figs
 
 
-def suite_report(run_dir, eval_cfg, jobs: Sequence[tuple], results: Sequence[Mapping], out_dir: Path,
-                 failed: Optional[Mapping[str, Sequence[str]]] = None) -> str:
-    """report.md of an evaluation suite: one paired table (and figures) per scenario, P99 vs load;
+def suite_report(policies, eval_cfg, jobs: Sequence[tuple], results: Sequence[Mapping], out_dir: Path,
+                 failed: Optional[Mapping[str, Sequence[str]]] = None, capacity=None) -> str:
+    """report.md of an evaluation suite: the generalisation summary of a grid suite (eval/matrix.py),
+    then one paired table per scenario (figures for listed scenarios, not grid ones), P99 vs load;
     the scenarios that failed (`failed`: name -> one-line errors) are listed first, so a partial
     report is never mistaken for a whole one."""
+    import pandas as pd
+
+    from vidur_ppo.eval.matrix import generalisation_report
     from vidur_ppo.eval.paired import summary_table
 
     rows = [r for res in results for r in res["rows"]]
     errors = sorted(set(e for res in results if not res.get("failed") for e in res["errors"]))
-    md = [f"# Evaluation of `{run_dir}`", "",
-          f"{eval_cfg.seeds} held-out seeds from {eval_cfg.seed_base}, {eval_cfg.num_requests} requests per episode; "
-          "every scheduler serves the same trace per seed. Mean ± 95% CI; \"vs\" columns are paired relative "
+    seeds = eval_cfg.seed_list()
+    who = policies if isinstance(policies, (str, Path)) else ", ".join(f"{k}: {v}" for k, v in policies.items())
+    md = [f"# Evaluation of `{who}`", "",
+          f"{eval_cfg.seeds} held-out {eval_cfg.split} seeds from {seeds[0]}, {eval_cfg.num_requests} requests per "
+          "episode; every scheduler serves the same trace per seed. Mean ± 95% CI; \"vs\" columns are paired relative "
           "differences (negative = better than the reference). Times in seconds.", ""]
     if failed:
         md += ["## Failed scenarios", ""] + [f"- `{sc}`: {e}" for sc, errs in failed.items() for e in errs] + [""]
     if errors:
         md += ["Not evaluated:", ""] + [f"- {e}" for e in errors] + [""]
+    if rows and any(r.get("split") for r in rows):
+        md += [generalisation_report(pd.DataFrame(rows), capacity, out_dir), ""]
     for sc in dict.fromkeys(job[1]["name"] for job in jobs):
         sub = [r for r in rows if r["scenario"] == sc]
         if not sub:
             continue
         md += [f"## {sc} ({sub[0]['replicas']} replicas, {sub[0]['qps']:g} QPS)", "", summary_table(sub), ""]
+        if sub[0].get("split"):
+            continue  # grid scenarios: the heat map, not a figure each
         det = next((res["details"] for res, job in zip(results, jobs) if job[1]["name"] == sc and res["details"]), None)
         figs = _figures(det or {}, out_dir, sc, sc)
         md += [f for p in figs for f in (figure_links([p], out_dir), "")]

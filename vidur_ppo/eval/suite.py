@@ -6,20 +6,72 @@ workload spec, a missing trace file) fails alone: the rest is still evaluated an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-from vidur_ppo.checks import check, positive
+from omegaconf import OmegaConf
+
+from vidur_ppo.checks import StrEnum, check, choice, positive
+from vidur_ppo.eval.slo_capacity import CapacityConfig
 from vidur_ppo.routing.env import EVAL_SEED_BASE
 from vidur_ppo.routing.heuristics import HEURISTICS
+from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 
-SCENARIO_KEYS = ("name", "num_replicas", "qps_per_replica", "workload", "num_requests", "length_noise", "load")
+SCENARIO_KEYS = ("name", "num_replicas", "qps_per_replica", "workload", "family", "num_requests", "length_predictor",
+                 "load", "split")
+VALIDATION_SEED_BASE = 200_000  # eval.split=validation: seeds from here up; test seeds are [seed_base, this)
+
+
+class Split(StrEnum):
+    test = "test"  # the held-out seeds every reported number uses
+    validation = "validation"  # other held-out seeds, for choosing configurations (never choose on test)
+
+
+@dataclass
+class GridConfig:
+    """eval=generalisation: every family x load x replica count as a scenario, leave-family-out."""
+
+    families: List[str] = field(default_factory=list)  # conf/workload/<name>.yaml; [] = no grid
+    train_families: List[str] = field(default_factory=list)  # a policy may train on these; the rest are held out
+    loads: List[float] = field(default_factory=lambda: [0.5, 0.8, 0.95])  # rho, of each cluster's saturation
+    replicas: List[int] = field(default_factory=lambda: [2, 4, 8])
+    overload_loads: List[float] = field(default_factory=list)  # rho > 1: transient, marked, never in the summary
+    overload_replicas: List[int] = field(default_factory=lambda: [4])  # the cluster sizes overload runs on
+
+    def __post_init__(self) -> None:
+        from vidur_ppo.workloads.families import family_names
+
+        known = family_names()
+        bad = [f for f in [*self.families, *self.train_families] if f not in known]
+        check(not bad, "eval.grid.families", f"must name files of conf/workload ({', '.join(known)})", bad)
+        check(set(self.train_families) <= set(self.families), "eval.grid.train_families",
+              "must be a subset of eval.grid.families", self.train_families)
+        check(all(0 < x <= 1 for x in self.loads), "eval.grid.loads", "must be in (0, 1] (overload: overload_loads)",
+              self.loads)
+        check(all(x > 1 for x in self.overload_loads), "eval.grid.overload_loads", "must be > 1", self.overload_loads)
+        check(all(r > 0 for r in self.replicas), "eval.grid.replicas", "must be > 0", self.replicas)
+
+    def split_of(self, family: str) -> str:
+        return "train" if family in self.train_families else "held_out"
+
+    def scenarios(self) -> List[Dict[str, Any]]:
+        """The grid as suite scenarios, tagged with their split (train, held_out, overload)."""
+        out = []
+        for fam in self.families:
+            for r in dict.fromkeys([*self.replicas, *self.overload_replicas]):
+                loads = (self.loads if r in self.replicas else []) + (self.overload_loads if r in self.overload_replicas else [])
+                for load in loads:
+                    split = "overload" if load > 1 else self.split_of(fam)
+                    out.append({"name": f"{fam}_r{r}_rho{load:g}", "family": fam, "num_replicas": r, "load": load,
+                                "split": split})
+        return out
 
 
 @dataclass
 class EvalConfig:
     name: str = "default"
     seeds: int = 3
-    seed_base: int = EVAL_SEED_BASE  # training draws episode seeds below this
+    seed_base: int = EVAL_SEED_BASE  # test seeds from here up; training draws episode seeds below this
+    split: Split = Split.test
     num_requests: int = 1000
     baselines: List[str] = field(default_factory=lambda: ["round_robin", "lor", "jsq"])
     deterministic: bool = True
@@ -28,54 +80,102 @@ class EvalConfig:
     all_heuristics: bool = False  # every heuristic, not only `baselines`
     sampled: bool = False  # also the sampled (stochastic) policy
     workers: int = 2
+    # what every router is told of output lengths in this suite (routing/length_predictor.py), unless a
+    # scenario sets its own; None: each run's own `length_predictor`
+    length_predictor: Optional[Dict[str, Any]] = None
+    grid: GridConfig = field(default_factory=GridConfig)
+    capacity: CapacityConfig = field(default_factory=lambda: CapacityConfig(replicas=[]))
 
     def __post_init__(self) -> None:
         positive(self, "eval", "seeds", "seed_base", "num_requests", "workers")
+        choice(self, "eval", "split", Split)
+        check(self.seed_base + self.seeds <= VALIDATION_SEED_BASE, "eval.seeds",
+              f"must keep test seeds below the validation range ({VALIDATION_SEED_BASE})", self.seeds)
         bad = [b for b in self.baselines if b not in HEURISTICS]
         check(not bad, "eval.baselines", f"must be heuristics from {sorted(HEURISTICS)}", bad)
         for i, sc in enumerate(self.scenarios):
             unknown = set(sc) - set(SCENARIO_KEYS)
             check("name" in sc and not unknown, f"eval.scenarios[{i}]",
                   f"needs a name and may set {', '.join(SCENARIO_KEYS[1:])}", dict(sc))
+        if self.length_predictor is not None:
+            LengthPredictorConfig.of(dict(self.length_predictor))  # checked once, here
 
     def seed_list(self) -> List[int]:
-        """The held-out evaluation seeds: `seeds` of them from `seed_base` up."""
-        return [self.seed_base + i for i in range(self.seeds)]
+        """The held-out evaluation seeds: `seeds` of them from the split's base up."""
+        base = self.seed_base if self.split == Split.test else VALIDATION_SEED_BASE
+        return [base + i for i in range(self.seeds)]
+
+    def all_scenarios(self) -> List[Dict[str, Any]]:
+        """The listed scenarios, then the grid's; each with the suite's length predictor unless it sets one."""
+        plain = [OmegaConf.to_container(s, resolve=True) if not isinstance(s, dict) else dict(s) for s in self.scenarios]
+        out = plain + self.grid.scenarios()
+        if self.length_predictor is not None:
+            lp = dict(self.length_predictor)
+            out = [sc if sc.get("length_predictor") else {**sc, "length_predictor": lp} for sc in out]
+        return out
 
 
 _POLICY_CACHE: Dict[str, Any] = {}
 
+Policies = Union[str, Dict[str, str]]  # one run dir (its policy is "ppo"), or router name -> run dir
 
-def suite_job(args) -> Dict[str, Any]:
-    """One (scenario, seed) of a suite, in a worker process: every scheduler on the same trace."""
+
+def policy_dirs(policies: Policies) -> Dict[str, str]:
+    return {"ppo": str(policies)} if isinstance(policies, (str, bytes)) or hasattr(policies, "is_dir") \
+        else {k: str(v) for k, v in policies.items()}
+
+
+def cached_policy(run_dir: str):
+    """A run dir's policy and config, loaded once per worker process."""
     import torch
 
-    from vidur_ppo.build import env_spec
     from vidur_ppo.checkpoint import load_policy
-    from vidur_ppo.eval.paired import TorchPolicy, evaluate
 
-    run_dir, scenario, seed, heuristics, sampled, num_requests = args
     torch.set_num_threads(1)
     if run_dir not in _POLICY_CACHE:
         _POLICY_CACHE[run_dir] = load_policy(run_dir)
-    policy, cfg = _POLICY_CACHE[run_dir]
-    env = env_spec(cfg).for_suite_scenario(scenario, num_requests).make()
-    qps = getattr(env.workload, "qps", None)
-    tag = {"scenario": scenario["name"], "shape": "custom" if scenario.get("workload") else "trained",
-           "replicas": env.cluster.num_replicas, "qps": float(qps) if qps else float("nan")}
-    details: Dict[str, Any] = {}
+    return _POLICY_CACHE[run_dir]
+
+
+def suite_job(args) -> Dict[str, Any]:
+    """One (scenario, seed) of a suite, in a worker process: every scheduler on the same trace. Each
+    policy runs in its own run's env (its features); the heuristics in the first run's. The trace and
+    the length predictions depend on the scenario and seed only, so every scheduler sees the same."""
+    from vidur_ppo.build import env_spec
+    from vidur_ppo.eval.paired import TorchPolicy, evaluate
+
+    policies, scenario, seed, heuristics, sampled, num_requests = args
     out: Dict[str, Any] = {"rows": [], "errors": [], "details": None}
-    learned = {"ppo": policy}
-    if sampled:
-        learned["ppo_sampled"] = TorchPolicy(policy.model, deterministic=False, seed=seed)
-    for name, pol in learned.items():
-        try:
-            out["rows"] += [{**tag, **x} for x in evaluate(env, {name: pol}, [seed], details=details)]
-        except ValueError as exc:  # e.g. the legacy GRU on another replica count
-            out["errors"].append(f"{scenario['name']}: {name} cannot run here: {exc}")
-    out["rows"] += [{**tag, **x} for x in evaluate(env, {h: h for h in heuristics}, [seed], details=details)]
+    details: Dict[str, Any] = {}
+    tag: Dict[str, Any] = {}
+    first_env = None
+    for name, run_dir in policy_dirs(policies).items():
+        policy, cfg = cached_policy(run_dir)
+        env = env_spec(cfg).for_suite_scenario(scenario, num_requests).make()
+        if first_env is None:
+            first_env, tag = env, scenario_tags(scenario, env)
+        learned = {name: policy}
+        if sampled:
+            learned[f"{name}_sampled"] = TorchPolicy(policy.model, deterministic=False, seed=seed)
+        for label, pol in learned.items():
+            try:
+                out["rows"] += [{**tag, **x} for x in evaluate(env, {label: pol}, [seed], details=details)]
+            except ValueError as exc:  # e.g. the legacy GRU on another replica count
+                out["errors"].append(f"{scenario['name']}: {label} cannot run here: {exc}")
+    out["rows"] += [{**tag, **x} for x in evaluate(first_env, {h: h for h in heuristics}, [seed], details=details)]
     out["details"] = details
     return out
+
+
+def scenario_tags(scenario: Dict[str, Any], env) -> Dict[str, Any]:
+    """The columns a scenario's rows carry: name, workload shape and family, replicas, load, split."""
+    qps = getattr(env.workload, "qps", None)
+    return {"scenario": scenario["name"],
+            "shape": "custom" if scenario.get("workload") or scenario.get("family") else "trained",
+            "family": scenario.get("family", ""), "split": scenario.get("split", ""),
+            "load": float(scenario["load"]) if scenario.get("load") is not None else float("nan"),
+            "replicas": env.cluster.num_replicas, "qps": float(qps) if qps else float("nan"),
+            "length_predictor": str(env.length_predictor.cfg.kind)}
 
 
 def safe_suite_job(args) -> Dict[str, Any]:
@@ -94,25 +194,22 @@ def safe_suite_job(args) -> Dict[str, Any]:
         return {"rows": [], "errors": [f"{args[1]['name']}: failed: {msg}"], "details": None, "failed": msg}
 
 
-def suite_jobs(run_dir, eval_cfg: EvalConfig) -> List[tuple]:
-    """The (scenario, seed) jobs of a suite; an empty scenario list means the run's own scenario."""
-    from omegaconf import OmegaConf
-
-    scenarios = [OmegaConf.to_container(s, resolve=True) if not isinstance(s, dict) else s
-                 for s in (list(eval_cfg.scenarios) or [{"name": "trained"}])]
+def suite_jobs(policies: Policies, eval_cfg: EvalConfig) -> List[tuple]:
+    """The (scenario, seed) jobs of a suite; no scenarios at all means the run's own scenario."""
+    scenarios = eval_cfg.all_scenarios() or [{"name": "trained"}]
     heuristics = [h for h in HEURISTICS if eval_cfg.all_heuristics or h in eval_cfg.baselines]
-    return [(str(run_dir), sc, s, heuristics, bool(eval_cfg.sampled), int(eval_cfg.num_requests))
+    return [(policies, sc, s, heuristics, bool(eval_cfg.sampled), int(eval_cfg.num_requests))
             for sc in scenarios for s in eval_cfg.seed_list()]
 
 
-def run_jobs(jobs: List[tuple], workers: int, progress=None) -> List[Dict[str, Any]]:
-    """Suite jobs in `workers` spawned processes, results in job order; a failing job gives a
-    result with `failed` set (see `safe_suite_job`) instead of stopping the others."""
+def run_jobs(jobs: List[tuple], workers: int, progress=None, fn=None) -> List[Dict[str, Any]]:
+    """Jobs (`fn`, default suite jobs) in `workers` spawned processes, results in job order; a failing
+    suite job gives a result with `failed` set (see `safe_suite_job`) instead of stopping the others."""
     from multiprocessing import get_context
 
     results = []
     with get_context("spawn").Pool(max(1, int(workers))) as pool:
-        for res in pool.imap(safe_suite_job, jobs):
+        for res in pool.imap(fn or safe_suite_job, jobs):
             results.append(res)
             if progress:
                 progress()
@@ -131,22 +228,88 @@ def failed_scenarios(jobs: List[tuple], results: List[Dict[str, Any]]) -> Dict[s
     return out
 
 
-def run_suite(run_dir, eval_cfg: EvalConfig, out_dir, progress=None) -> Tuple[str, Dict[str, List[str]]]:
-    """Evaluate a run dir's policy on every scenario of a suite; write metrics.csv, report.md and
-    plots of every scenario that ran. Returns the report text and the failed scenarios."""
+def saturation_job(args) -> float:
+    """A family's saturation throughput on a cluster size (measured once, then cached on disk)."""
+    from vidur_ppo.build import env_spec
+
+    policies, family, replicas = args
+    spec = env_spec(cached_policy(next(iter(policy_dirs(policies).values())))[1])
+    return spec.for_suite_scenario({"name": "warm", "family": family, "num_replicas": replicas, "load": 1.0}, 1).workload["qps"]
+
+
+def check_held_out(policies: Policies, grid: GridConfig) -> None:
+    """Leave-family-out: a policy trained on a family this suite holds out cannot be judged on it."""
+    from vidur_ppo.build import env_spec
+    from vidur_ppo.workloads.families import family_of
+
+    if not grid.families:
+        return
+    for name, run_dir in policy_dirs(policies).items():
+        fam = family_of(env_spec(cached_policy(run_dir)[1]).workload, grid.families)
+        check(fam is None or fam in grid.train_families, "eval.grid.train_families",
+              f"must include the family {name} ({run_dir}) was trained on, {fam!r}: it would be judged on its "
+              "training family as if held out", grid.train_families)
+
+
+def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str]) -> List[tuple]:
+    """One bisection (eval/slo_capacity.py) per grid family x `eval.capacity.replicas` x router."""
+    from vidur_ppo.build import env_spec
+
+    cap, grid = eval_cfg.capacity, eval_cfg.grid
+    seeds = eval_cfg.seed_list()[: cap.seeds]
+    dirs = policy_dirs(policies)
+    jobs = []
+    for fam in grid.families:
+        for r in cap.replicas:
+            scenario = {"name": f"{fam}_r{r}", "family": fam, "num_replicas": r}
+            if eval_cfg.length_predictor is not None:
+                scenario["length_predictor"] = dict(eval_cfg.length_predictor)
+            tags = {"family": fam, "replicas": r, "split": grid.split_of(fam)}
+            specs = {n: env_spec(cached_policy(d)[1]).for_suite_scenario(scenario, cap.num_requests)
+                     for n, d in dirs.items()}
+            jobs += [(specs[n], n, d, cap, seeds, tags) for n, d in dirs.items()]
+            first = next(iter(specs.values()))
+            jobs += [(first, h, None, cap, seeds, tags) for h in heuristics]
+    return jobs
+
+
+def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
+    """How many jobs `run_suite` runs (for a progress bar)."""
+    heuristics = [h for h in HEURISTICS if eval_cfg.all_heuristics or h in eval_cfg.baselines]
+    n_cap = len(eval_cfg.grid.families) * len(eval_cfg.capacity.replicas) * (len(policy_dirs(policies)) + len(heuristics))
+    return len(suite_jobs(policies, eval_cfg)) + n_cap
+
+
+def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) -> Tuple[str, Dict[str, List[str]]]:
+    """Evaluate trained policies (one run dir, or name -> run dir) on every scenario of a suite; write
+    metrics.csv (and capacity.csv for a grid with `eval.capacity.replicas`), report.md and figures.
+    Returns the report text and the failed scenarios."""
     from pathlib import Path
 
     import pandas as pd
 
     from vidur_ppo.eval.report import suite_report
+    from vidur_ppo.eval.slo_capacity import capacity_job
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = suite_jobs(run_dir, eval_cfg)
+    check_held_out(policies, eval_cfg.grid)
+    grid = eval_cfg.grid
+    # each family's saturation on each cluster size, measured in parallel before the jobs read it
+    sizes = dict.fromkeys([*grid.replicas, *grid.overload_replicas, *eval_cfg.capacity.replicas])
+    warm = [(policies, f, r) for f in grid.families for r in sizes]
+    if warm:
+        run_jobs(warm, eval_cfg.workers, fn=saturation_job)
+    jobs = suite_jobs(policies, eval_cfg)
     results = run_jobs(jobs, eval_cfg.workers, progress)
     rows = [r for res in results for r in res["rows"]]
     pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False)
+    capacity = None
+    cjobs = capacity_jobs(policies, eval_cfg, jobs[0][3]) if grid.families and jobs else []
+    if cjobs:
+        capacity = pd.DataFrame(run_jobs(cjobs, eval_cfg.workers, progress, fn=capacity_job))
+        capacity.to_csv(out_dir / "capacity.csv", index=False)
     failed = failed_scenarios(jobs, results)
-    text = suite_report(run_dir, eval_cfg, jobs, results, out_dir, failed)
+    text = suite_report(policies, eval_cfg, jobs, results, out_dir, failed, capacity)
     (out_dir / "report.md").write_text(text)
     return text, failed

@@ -15,8 +15,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from vidur_ppo.checks import check
 from vidur_ppo.routing.features import FeatureSet, FeaturesConfig, make_feature_set
+from vidur_ppo.routing.length_predictor import LengthPredictor, LengthPredictorConfig
 from vidur_ppo.routing.rewards import Credit, Reward, RewardConfig, Step, make_reward
 from vidur_ppo.routing.safety import SafetyConfig, SafetyMonitor
 from vidur_ppo.sim.cluster import ClusterSpec
@@ -31,27 +31,13 @@ EVAL_SEED_BASE = 100_000  # training draws episode seeds below this; held-out ev
 REQUEST_FEATURES = ("prefill_tokens", "decode_tokens")
 
 
-def check_length_noise(sigma: float) -> None:
-    check(sigma >= 0, "length_noise", "must be >= 0", sigma)
-
-
-def length_noise_factors(sigma: float, episode_seed: int, count: int) -> Optional[np.ndarray]:
-    """exp(N(0, sigma^2)) per request of an episode (None for sigma = 0): a length predictor's error."""
-    if sigma <= 0:
-        return None
-    rng = np.random.default_rng([int(episode_seed), 0x5EED])
-    return np.exp(sigma * rng.standard_normal(count))
-
-
-def request_vector(request, noise: Optional[np.ndarray] = None) -> np.ndarray:
+def request_vector(request, predicted: Optional[np.ndarray] = None) -> np.ndarray:
     """What a router is told of an arriving request (`REQUEST_FEATURES`): its prompt length and its
-    output length, the latter times the episode's noise factor for that request when there is one."""
+    output length as predicted (`predicted[request id]`, routing/length_predictor.py; None: the true one)."""
     out = np.zeros(len(REQUEST_FEATURES), dtype=np.float32)
     if request is not None:
         out[0] = request.num_prefill_tokens
-        out[1] = request.num_decode_tokens
-        if noise is not None:
-            out[1] = max(1.0, round(out[1] * noise[request.id % len(noise)]))
+        out[1] = request.num_decode_tokens if predicted is None else predicted[request.id]
     return out
 
 
@@ -72,7 +58,7 @@ class VidurRoutingEnv(gym.Env):
         record_token_times: bool = True,
         seed_limit: int = EVAL_SEED_BASE,
         safety: Union[SafetyConfig, Mapping[str, Any], None] = None,
-        length_noise: float = 0.0,
+        length_predictor: Union[LengthPredictorConfig, Mapping[str, Any], str, None] = None,
     ) -> None:
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
@@ -87,12 +73,10 @@ class VidurRoutingEnv(gym.Env):
         # = -(E2E of the k-th routed request / SLO) ** power, for the trainer to put at decision k
         rc = self.reward.cfg
         self.decision_credit = float(rc.decision_power) if rc.credit == Credit.decision else None
-        # what routers are told of a request's output length: exact (vidur traces carry it), or
-        # x exp(N(0, sigma^2)) per request, seeded by the episode (a length predictor's error);
-        # the simulation always uses the true length
-        check_length_noise(length_noise)
-        self.length_noise = float(length_noise)
-        self._noise = None
+        # what routers are told of output lengths: predictions, seeded by the episode (oracle: the
+        # true ones); the simulation always runs the true lengths
+        self.length_predictor = LengthPredictor(length_predictor)
+        self._predicted: Optional[np.ndarray] = None
         self._routed: list = []
         # episodes drawn without an explicit seed use seeds below this (evaluation uses seeds above)
         self.seed_limit = int(seed_limit)
@@ -122,8 +106,11 @@ class VidurRoutingEnv(gym.Env):
         else:
             self.episode_seed = int(seed if seed is not None else self.np_random.integers(self.seed_limit))
             trace = self.workload.generate(self.episode_seed)
-        self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times)
-        self._noise = length_noise_factors(self.length_noise, self.episode_seed or 0, len(trace))
+        true = np.asarray(trace.num_decode_tokens)
+        self._predicted = None if self.length_predictor.exact else self.length_predictor.predict(
+            true, self.episode_seed or 0)
+        self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times,
+                                length_error=None if self._predicted is None else self._predicted - true)
         self.features.reset()
         self.reward.reset()
         self.safety.reset()
@@ -218,7 +205,7 @@ class VidurRoutingEnv(gym.Env):
     # --- helpers -----------------------------------------------------------------------------
 
     def _observe(self) -> Dict[str, np.ndarray]:
-        request = request_vector(self._request, self._noise)
+        request = request_vector(self._request, self._predicted)
         return {
             "features": self.features(self._state, request, self.driver.now),
             "replicas": self._state.astype(np.float32),

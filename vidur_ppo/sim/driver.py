@@ -61,8 +61,11 @@ class SimDriver:
         d.per_request(), d.tbt_gaps  # results
     """
 
-    def __init__(self, cluster: ClusterSpec, trace: Trace, record_token_times: bool = True):
+    def __init__(self, cluster: ClusterSpec, trace: Trace, record_token_times: bool = True,
+                 length_error: Optional[np.ndarray] = None):
         self.cluster = cluster
+        # predicted - true output length per request id, as routers are told them (None: exact)
+        self.length_error = length_error
         self.trace = trace
         self.record_token_times = record_token_times
         config = cluster.simulation_config(trace, global_scheduler="external")
@@ -187,16 +190,20 @@ class SimDriver:
 
     def replica_state(self) -> np.ndarray:
         """[replicas x REPLICA_STATE_COLUMNS] at the current decision (raw units)."""
-        return replica_state(self._replica_schedulers, self.requests, self.sim._time, self.scheduler.decisions)
+        return replica_state(self._replica_schedulers, self.requests, self.sim._time, self.scheduler.decisions,
+                             self.length_error)
 
 
 def replica_state(replica_schedulers: Sequence, requests, now: float,
-                  decisions: Sequence[Tuple[ReplicaId, Request]] = ()) -> np.ndarray:
+                  decisions: Sequence[Tuple[ReplicaId, Request]] = (),
+                  length_error: Optional[np.ndarray] = None) -> np.ndarray:
     """What a global scheduler can see of each replica, from vidur's replica schedulers.
 
     `requests[id]` looks a request up by id (for those holding KV cache); `decisions` are the
     requests already routed at this same global-schedule point, not yet queued at their replica
-    (vidur's own LOR counts them the same way).
+    (vidur's own LOR counts them the same way). `length_error[id]` (predicted - true output length)
+    makes the decode tokens left what a router with a length predictor knows: predicted length
+    minus tokens produced so far, at least 1 (routing/length_predictor.py); None: the true ones.
     """
     out = np.zeros((len(replica_schedulers), len(REPLICA_STATE_COLUMNS)), dtype=np.float64)
     for i, rs in enumerate(replica_schedulers):
@@ -208,7 +215,7 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
             if left_pre < 0:
                 left_pre = 0
             pre += left_pre
-            dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
+            dec += _decode_left(r, left_pre, length_error)
         if waiting:
             oldest = now - min(r._arrived_at for r in waiting)
         for rid in rs._allocation_map:
@@ -217,7 +224,7 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
             if left_pre < 0:
                 left_pre = 0
             pre += left_pre
-            dec += r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
+            dec += _decode_left(r, left_pre, length_error)
         row = out[i]
         row[ReplicaColumn.waiting] = len(waiting)
         row[ReplicaColumn.running] = len(rs._allocation_map)
@@ -228,8 +235,20 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
     for rid, r in decisions:
         out[rid.id, ReplicaColumn.waiting] += 1
         out[rid.id, ReplicaColumn.prefill_tokens_left] += r.num_prefill_tokens
-        out[rid.id, ReplicaColumn.decode_tokens_left] += r.num_decode_tokens
+        out[rid.id, ReplicaColumn.decode_tokens_left] += r.num_decode_tokens + (
+            0 if length_error is None else int(length_error[r.id]))
     return out
+
+
+def _decode_left(r: Request, left_pre: int, length_error: Optional[np.ndarray]) -> int:
+    """Output tokens still to come of a queued or running request (a preemption restart moves the
+    produced tokens into the prompt, so this counts from the current split); with a length error,
+    as a router knows them: the prediction minus the tokens produced, at least 1."""
+    left = r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
+    if length_error is None:
+        return left
+    left += int(length_error[r._id])
+    return left if left > 1 else 1
 
 
 def run_vidur(cluster: ClusterSpec, trace: Trace, global_scheduler="round_robin") -> List[Request]:

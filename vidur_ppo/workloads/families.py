@@ -1,0 +1,46 @@
+"""The workload zoo as data: each family is a file `conf/workload/<name>.yaml` (its shape and a
+one-line source), loaded here for suites that run many families in one process, and matched back
+from a run's workload so a suite can tell which family a policy was trained on (leave-family-out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from vidur_ppo.checks import check, from_mapping
+
+WORKLOAD_CONF = Path(__file__).resolve().parents[2] / "conf" / "workload"
+#: keys that set how much and how long, not the family's shape
+RATE_KEYS = ("qps", "qps_max", "num_requests", "load", "start_time", "max_requests")
+
+
+def family_names() -> List[str]:
+    return sorted(p.stem for p in WORKLOAD_CONF.glob("*.yaml"))
+
+
+def family_spec(name: str) -> Dict[str, Any]:
+    """conf/workload/<name>.yaml as a whole workload spec (schema defaults filled in)."""
+    from omegaconf import OmegaConf
+
+    from vidur_ppo.workloads import WORKLOADS, workload_spec
+
+    path = WORKLOAD_CONF / f"{name}.yaml"
+    check(path.exists(), "family", f"must be a workload file of {WORKLOAD_CONF} ({', '.join(family_names())})", name)
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    schema = next((d for d in raw.pop("defaults", []) if isinstance(d, str) and d.startswith("schema_")),
+                  "schema_synthetic")
+    kind = schema.removeprefix("schema_")
+    return workload_spec(from_mapping(WORKLOADS[kind], {**raw, "kind": kind}, f"workload ({name})"))
+
+
+def shape(spec: Mapping[str, Any]) -> Dict[str, Any]:
+    """A workload spec without its rate and size keys: what makes two workloads the same family."""
+    from vidur_ppo.workloads import workload_spec
+
+    return {k: v for k, v in workload_spec(spec).items() if k not in RATE_KEYS}
+
+
+def family_of(spec: Mapping[str, Any], names: List[str]) -> Optional[str]:
+    """The family of `names` whose shape `spec` has; None if none matches."""
+    mine = shape(spec)
+    return next((n for n in names if shape(family_spec(n)) == mine), None)
