@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from vidur_ppo.build import EnvSpec, env_spec
-from vidur_ppo.eval import slo_capacity
+from vidur_ppo.eval import suite
 from vidur_ppo.checks import ConfigError
 from vidur_ppo.eval.slo_capacity import CapacityConfig, attainment_at, capacity_at_slo, capacity_job
 from vidur_ppo.routing.env import EVAL_SEED_BASE
@@ -76,9 +76,9 @@ def test_capacity_job_is_picklable_and_tags_its_row(spec, tmp_path):
     run_spec = dataclasses.replace(loose, features=env_spec(OmegaConf.load(tmp_path / "config.yaml")).features)
     row = capacity_job((run_spec, "ppo", str(tmp_path), CFG, SEEDS, {}))
     assert (row["scheduler"], row["capacity"], row["censored"]) == ("ppo", CFG.high, ">=")
-    policy = slo_capacity._POLICY_CACHE[str(tmp_path)][0]
+    policy = suite._POLICY_CACHE[str(tmp_path)][0]
     capacity_job((run_spec, "ppo", str(tmp_path), CFG, SEEDS, {}))
-    assert slo_capacity._POLICY_CACHE[str(tmp_path)][0] is policy
+    assert suite._POLICY_CACHE[str(tmp_path)][0] is policy
 
 
 @pytest.mark.parametrize("kwargs,key", [

@@ -81,23 +81,13 @@ def capacity_at_slo(spec: EnvSpec, router: Any, cfg: CapacityConfig, seeds: Sequ
     return CapacityResult(lo, "", tried)
 
 
-_POLICY_CACHE: Dict[str, Any] = {}
-
-
 def capacity_job(args) -> Dict[str, Any]:
     """One (cluster, router) capacity in a worker process (picklable args): (spec, router_name,
     policy_run_dir or None, cfg, seeds, tags). A run dir's policy is loaded once per process."""
-    import torch
+    from vidur_ppo.eval.suite import cached_policy
 
     spec, router_name, policy_run_dir, cfg, seeds, tags = args
-    torch.set_num_threads(1)
-    router: Any = router_name  # a heuristic
-    if policy_run_dir is not None:
-        from vidur_ppo.checkpoint import load_policy
-
-        if policy_run_dir not in _POLICY_CACHE:
-            _POLICY_CACHE[policy_run_dir] = load_policy(policy_run_dir)
-        router = _POLICY_CACHE[policy_run_dir][0]
+    router: Any = router_name if policy_run_dir is None else cached_policy(policy_run_dir)[0]
     res = capacity_at_slo(spec, router, cfg, seeds)
     return {**tags, "scheduler": router_name, "capacity": res.capacity, "censored": res.censored,
             "evaluations": list(res.evaluations)}
