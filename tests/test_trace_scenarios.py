@@ -24,3 +24,17 @@ def test_trace_scenario_on_a_synthetic_run_gives_a_window_per_seed(tmp_path):
         rows += [r for r in out["rows"] if r["scheduler"] == "round_robin"]
     assert len(rows) == 5 and all(r["num_completed"] == 40 for r in rows)
     assert len({round(r["e2e_p99"], 6) for r in rows}) == 5  # five different windows
+
+
+def test_qps_per_replica_never_rescales_a_trace_silently(tmp_path):
+    import pytest
+
+    from vidur_ppo.build import env_spec
+    from vidur_ppo.checks import ConfigError
+    from omegaconf import OmegaConf
+
+    _save(tmp_path, "attn_gru")
+    spec = env_spec(OmegaConf.load(tmp_path / "config.yaml"))
+    with pytest.raises(ConfigError, match=r"eval.scenarios\[t\].qps_per_replica would rescale the trace"):
+        spec.for_suite_scenario({"name": "t", "qps_per_replica": 3.0,
+                                 "workload": {"kind": "trace", "path": str(tmp_path / "none.csv")}}, 40)

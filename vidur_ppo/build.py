@@ -101,6 +101,10 @@ class EnvSpec:
         workload = scenario.get("workload")
         if scenario.get("family"):
             workload = {**family_spec(scenario["family"]), **(workload or {})}
+        kind = (workload or {}).get("kind", self.workload.get("kind"))
+        check(not (kind == "trace" and scenario.get("qps_per_replica")), f"eval.scenarios[{scenario.get('name')}]"
+              ".qps_per_replica", "would rescale the trace's own arrival times; set workload.qps on the scenario "
+              "to rescale it on purpose", scenario.get("qps_per_replica"))
         qps = scenario["qps_per_replica"] * r if scenario.get("qps_per_replica") else None
         if scenario.get("load") is not None:
             workload, qps = {**(workload or {}), "load": scenario["load"]}, None

@@ -150,7 +150,9 @@ def suite_report(policies, eval_cfg, jobs: Sequence[tuple], results: Sequence[Ma
         sub = [r for r in rows if r["scenario"] == sc]
         if not sub:
             continue
-        md += [f"## {sc} ({sub[0]['replicas']} replicas, {sub[0]['qps']:g} QPS)", "", summary_table(sub), ""]
+        rate = f"{sub[0]['qps']:g} QPS" if np.isfinite(sub[0]["qps"]) else "the trace's arrivals"
+        load = f", rho {sub[0]['load']:g}" if np.isfinite(sub[0].get("load", float("nan"))) else ""
+        md += [f"## {sc} ({sub[0]['replicas']} replicas, {rate}{load})", "", summary_table(sub), ""]
         if sub[0].get("split"):
             continue  # grid scenarios: the heat map, not a figure each
         det = next((res["details"] for res, job in zip(results, jobs) if job[1]["name"] == sc and res["details"]), None)
