@@ -66,3 +66,50 @@ def test_limits_are_the_smallest_replicas_and_bad_groups_are_named():
         ClusterSpec(num_replicas=4, replicas=A40_A100TP2).validate()
     with pytest.raises(ScenarioError, match=r"replicas\[0\] needs count"):
         ClusterSpec(num_replicas=2, replicas=[{"count": 2, "gpu": "a100"}]).validate()
+
+
+LIGHT = {"kind": "synthetic", "num_requests": 120, "qps": 30.0, "prefill": {"kind": "uniform", "min": 50, "max": 400},
+         "decode": {"kind": "uniform", "min": 10, "max": 100}}
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDUR_PPO_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def actions(env, name, seed=5):
+    from vidur_ppo.routing.env import run_episode
+    from vidur_ppo.routing.heuristics import make_heuristic
+
+    run_episode(env, make_heuristic(name), seed=seed)
+    return env.driver.assignment.copy()
+
+
+def test_capacity_aware_heuristics_are_the_blind_ones_on_identical_replicas(cache_dir):
+    from vidur_ppo.routing.env import VidurRoutingEnv
+
+    env = VidurRoutingEnv(cluster={"num_replicas": 3}, workload=LIGHT)
+    for aware, blind in (("weighted_round_robin", "round_robin"), ("least_work_left_time", "least_work_left"),
+                         ("power_of_two_ect", "power_of_two")):
+        np.testing.assert_array_equal(actions(env, aware), actions(env, blind))
+    assert not list(cache_dir.iterdir())  # identical replicas: nothing measured
+
+
+def test_replica_speeds_are_measured_per_group_and_weigh_the_routers(cache_dir):
+    from vidur_ppo.routing.env import VidurRoutingEnv
+    from vidur_ppo.sim.driver import ReplicaColumn
+    from vidur_ppo.workloads.capacity import saturation_rps
+
+    cluster = ClusterSpec(num_replicas=4, replicas=A100_H100)
+    env = VidurRoutingEnv(cluster=cluster, workload=LIGHT)
+    speed = env.replica_speed
+    assert speed.mean() == pytest.approx(1.0) and speed[0] == speed[1] < 1 < speed[2] == speed[3]
+    assert saturation_rps(cluster, LIGHT) == pytest.approx(sum(saturation_rps(s, LIGHT) for _, s in cluster.groups()))
+    obs, _ = env.reset(seed=1)
+    np.testing.assert_allclose(obs["replicas"][:, ReplicaColumn.speed], speed, rtol=1e-6)
+    wrr = actions(env, "weighted_round_robin")
+    share = np.bincount(wrr, minlength=4) / len(wrr)
+    np.testing.assert_allclose(share, speed / speed.sum(), atol=0.02)  # requests in proportion to speed
+    assert (np.bincount(actions(env, "least_work_left_time"), minlength=4)[2:] >
+            np.bincount(actions(env, "least_work_left_time"), minlength=4)[:2].max()).all()
