@@ -16,8 +16,8 @@ from vidur_ppo.routing.env import EVAL_SEED_BASE
 from vidur_ppo.routing.heuristics import HEURISTICS
 from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 
-SCENARIO_KEYS = ("name", "num_replicas", "qps_per_replica", "workload", "family", "num_requests", "length_predictor",
-                 "load", "split")
+SCENARIO_KEYS = ("name", "num_replicas", "replicas", "qps_per_replica", "workload", "family", "num_requests",
+                 "length_predictor", "load", "split")
 VALIDATION_SEED_BASE = 200_000  # eval.split=validation: seeds from here up; test seeds are [seed_base, this)
 
 
