@@ -23,7 +23,8 @@ register_configs()
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDUR_PPO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(capacity, "_MEMORY", {})
-    return tmp_path / "cache"
+    monkeypatch.setattr(capacity, "REQUESTS_PER_REPLICA", 250)  # a quarter of the real burst: these test the
+    return tmp_path / "cache"                                      # caching and rescaling, not the value
 
 
 @pytest.fixture
