@@ -37,7 +37,7 @@ def test_three_episodes_in_a_row_write_nothing(tmp_path, monkeypatch):
 def test_episode_reward_and_info():
     env = VidurRoutingEnv(cluster=CLUSTER, workload=WL, features="legacy", reward="legacy_hybrid")
     obs, info = env.reset(seed=3)
-    assert obs["replicas"].shape == (2, 6) and obs["features"].shape == (2, 2) and info["request_id"] == 0
+    assert obs["replicas"].shape == (2, len(ReplicaColumn)) and obs["features"].shape == (2, 2) and info["request_id"] == 0
     rewards, steps, done = [], 0, False
     while not done:
         obs, r, done, trunc, info = env.step(steps % 2)
@@ -53,7 +53,7 @@ def test_episode_reward_and_info():
 def test_vector_env_runs_whole_episodes(mode):
     venv = make_vector_env(2, mode=mode, cluster=CLUSTER, workload=WL)
     obs, _ = venv.reset(seed=[0, 1])
-    assert obs["replicas"].shape == (2, 2, 6)
+    assert obs["replicas"].shape == (2, 2, len(ReplicaColumn))
     finished = 0
     for _ in range(45):
         obs, r, term, trunc, info = venv.step(np.zeros(2, dtype=np.int64))

@@ -1,6 +1,8 @@
 """Heuristics pick the replica their rule says, ties to the lowest index."""
 
 import numpy as np
+
+from vidur_ppo.sim.driver import ReplicaColumn
 import pytest
 
 from vidur_ppo.routing.heuristics import HEURISTICS, make_heuristic
@@ -27,7 +29,7 @@ def test_argmin_rules(name, expected):
 
 def test_ties_go_to_lowest_index():
     h = make_heuristic("jsq")
-    assert h({"replicas": np.zeros((4, 6), np.float32)}) == 0
+    assert h({"replicas": np.zeros((4, len(ReplicaColumn)), np.float32)}) == 0
 
 
 def test_round_robin_cycles_and_resets():
@@ -56,7 +58,7 @@ def test_power_of_two_never_picks_the_worse_of_its_pair():
 def test_unknown_heuristic():
     with pytest.raises(ValueError, match="unknown heuristic"):
         make_heuristic("fastest")
-    assert len(HEURISTICS) == 7
+    assert len(HEURISTICS) == 10
 
 
 def _sita_obs(decode, replicas=STATE):

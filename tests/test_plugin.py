@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -25,20 +26,22 @@ from test_config import CONF
 register_configs()
 
 
-def _checkpoint(tmp_path):
+def _checkpoint(tmp_path, cluster=("features=full", "env.num_replicas=3")):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["model=attn_gru", "features=full", "env.num_replicas=3",
+        cfg = compose(config_name="config", overrides=["model=attn_gru", *cluster,
                                                         "workload.num_requests=80", "workload.qps=18"])
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    torch.manual_seed(3)
+    torch.manual_seed(0)
     names = env_spec(cfg).make().features.names
-    model = make_model(OmegaConf.to_container(cfg.model), 3, len(names))
+    model = make_model(OmegaConf.to_container(cfg.model), int(cfg.env.num_replicas), len(names))
     checkpoint.save(tmp_path, {"model": model.state_dict(), "feature_names": list(names)})
     return cfg
 
 
-def test_plugin_in_vidurs_simulator_matches_the_env(tmp_path):
-    cfg = _checkpoint(tmp_path)
+@pytest.mark.parametrize("cluster", [("features=full", "env.num_replicas=3"), ("features=hetero", "env=mix_a100_h100")],
+                         ids=["identical", "mixed"])
+def test_plugin_in_vidurs_simulator_matches_the_env(tmp_path, cluster):
+    cfg = _checkpoint(tmp_path, cluster)
     env = env_spec(cfg).make()
     trace = env.workload.generate(100_000)
     policy, _ = load_policy(tmp_path)

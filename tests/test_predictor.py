@@ -181,6 +181,20 @@ def test_tp2_allreduce_within_25_percent_of_nccl_profiles():
         assert errors[node]["2"]["all"]["median"] <= 0.25, (node, errors[node]["2"]["all"])
 
 
+@pytest.mark.skipif(not REFERENCE.exists(), reason="../shared/reference not present")
+def test_tp2_layer_with_its_allreduces_within_15_percent():
+    """Issue 16's bar for mixed TP degrees: a whole TP2 layer, communication included, median <= 15%."""
+    from vidur_ppo.sim import calibration as cal
+
+    df, ar = cal.load_profiles(REFERENCE), cal.load_allreduce(REFERENCE)
+    layers = cal.tp_layer_errors(df, ar, RooflinePredictorConfig())
+    assert set(layers) == {"a100", "h100"}
+    checks = [c for c in cal.acceptance_checks({}, {k: [{"ratio": 1.0, "source": "", "batch": 0, "tokens": 0}]
+                                                    for k in cal.STEP_TOLERANCE}, layers) if "TP2" in c["check"]]
+    assert len(checks) == 2 and all(c["ok"] for c in checks), checks
+    assert all(0.05 < t["comm_share"] < 0.5 for t in layers.values())  # the all-reduces are a real part of it
+
+
 def test_decode_step_at_least_one_weight_read():
     """Small-batch floor: a decode step can't beat streaming every weight once from HBM."""
     pred = _predictor()

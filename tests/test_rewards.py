@@ -4,11 +4,13 @@ clip bounds, and the legacy option reproducing the legacy formula."""
 from types import SimpleNamespace
 
 import numpy as np
+
+from vidur_ppo.sim.driver import ReplicaColumn
 import pytest
 
 from vidur_ppo.routing.rewards import Step, make_reward
 
-STATE = np.zeros((4, 6))
+STATE = np.zeros((4, len(ReplicaColumn)))
 STATE[:, 1] = [2, 2, 2, 2]  # running: perfectly balanced
 
 

@@ -52,10 +52,12 @@ class EnvSpec:
     def scenario(self, num_replicas: Optional[int] = None, qps: Optional[float] = None,
                  num_requests: Optional[int] = None, workload: Optional[Mapping[str, Any]] = None,
                  length_predictor: Union[LengthPredictorConfig, Mapping[str, Any], str, None] = None,
-                 serve_all: bool = True, replace_workload: bool = False) -> "EnvSpec":
+                 serve_all: bool = True, replace_workload: bool = False,
+                 replicas: Optional[list] = None) -> "EnvSpec":
         """This spec on another cluster size / load / workload. QPS scales with the replica count
         unless given; `workload` keys override the run's (a workload of another kind, or any with
         `replace_workload`, replaces it: a whole family spec must not inherit the run's keys);
+        `replicas` (groups, see ClusterSpec.replicas) makes the scenario cluster a mix;
         a run (or `workload`) with `load` re-resolves its QPS from the scenario cluster's capacity
         unless `qps` (or workload.qps) is given; `serve_all` switches off the safety
         monitor's episode termination (evaluation serves every request)."""
@@ -69,6 +71,14 @@ class EnvSpec:
             check(wl["kind"] in WORKLOADS, "workload.kind", f"must be one of {sorted(WORKLOADS)}", wl["kind"])
             wl = workload_spec(from_mapping(WORKLOADS[wl["kind"]], wl, "workload"))  # another kind: replaced
         cluster = self.cluster
+        if replicas:
+            groups = [dict(g) for g in replicas]
+            cluster = dataclasses.replace(cluster, replicas=groups, num_replicas=sum(int(g["count"]) for g in groups))
+            cluster.validate()
+            num_replicas = None if num_replicas in (None, cluster.num_replicas) else num_replicas
+        if num_replicas is not None and cluster.replicas and num_replicas != cluster.num_replicas:
+            check(False, "num_replicas", "cannot resize a mixed cluster (env.replicas): give the scenario its own "
+                  "`replicas` groups instead", num_replicas)
         if num_replicas is not None:
             if wl.get("kind") == "synthetic" and qps is None and load is None and wl.get("qps"):
                 scale = num_replicas / cluster.num_replicas
@@ -97,7 +107,8 @@ class EnvSpec:
         replaces the run's workload, `workload` keys then override the family's."""
         from vidur_ppo.workloads.families import family_spec
 
-        r = scenario.get("num_replicas") or self.cluster.num_replicas
+        mix = scenario.get("replicas")
+        r = (sum(int(g["count"]) for g in mix) if mix else None) or scenario.get("num_replicas") or self.cluster.num_replicas
         workload = scenario.get("workload")
         if scenario.get("family"):
             workload = {**family_spec(scenario["family"]), **(workload or {})}
@@ -110,7 +121,7 @@ class EnvSpec:
             workload, qps = {**(workload or {}), "load": scenario["load"]}, None
         return self.scenario(num_replicas=r, qps=qps, num_requests=scenario.get("num_requests") or num_requests,
                              workload=workload, length_predictor=scenario.get("length_predictor"),
-                             replace_workload=bool(scenario.get("family")))
+                             replace_workload=bool(scenario.get("family")), replicas=mix)
 
 
 def _plain(section: Any) -> Any:

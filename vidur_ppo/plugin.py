@@ -57,6 +57,7 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
         from vidur_ppo.checkpoint import load_policy
         from vidur_ppo.routing.features import make_feature_set
         from vidur_ppo.routing.length_predictor import LengthPredictor
+        from vidur_ppo.workloads.capacity import replica_speeds
 
         gs = config.cluster_config.global_scheduler_config
         if not gs.checkpoint:
@@ -68,6 +69,9 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
         self._draws = self.lengths.draws(0, 1 << 16)  # per request id, as an env episode of seed 0
         self._predicted = np.zeros(1 << 16, dtype=np.int64)  # by request id, filled as requests arrive
         self._error = np.zeros(1 << 16, dtype=np.int64)  # predicted - true
+        # a mixed cluster's replica speeds, as the env measures them (the run's own cluster and workload)
+        self._speed = replica_speeds(spec.cluster, spec.workload) if spec.cluster.num_replicas == self._num_replicas \
+            else None
         self.policy.reset()
         self.features.reset()
         self._ordered = [self._replica_schedulers[ReplicaId(i)] for i in range(self._num_replicas)]
@@ -85,7 +89,8 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
             self._predicted[request.id] = self.lengths.apply([true], self._draws[[request.id]])[0]
             self._error[request.id] = self._predicted[request.id] - true
             exact = self.lengths.exact
-            state = replica_state(self._ordered, self._requests, now, mapping, None if exact else self._error)
+            state = replica_state(self._ordered, self._requests, now, mapping, None if exact else self._error,
+                                  self._speed)
             req = request_vector(request, None if exact else self._predicted)
             action = self.policy({"features": self.features(state, req, now)})
             mapping.append((ReplicaId(int(action)), request))

@@ -27,6 +27,7 @@ class CapacityConfig:
     seeds: int = 3  # evaluation seeds per attainment (from eval.seed_base up)
     num_requests: int = 600  # requests per episode
     replicas: List[int] = field(default_factory=lambda: [4])  # cluster sizes measured; [] = off
+    mixes: bool = False  # also each mixed cluster (`replicas` groups) among a suite's listed scenarios
 
     def __post_init__(self) -> None:
         positive(self, "eval.capacity", "low", "high", "tol", "seeds", "num_requests")

@@ -16,8 +16,8 @@ from vidur_ppo.routing.env import EVAL_SEED_BASE
 from vidur_ppo.routing.heuristics import HEURISTICS
 from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 
-SCENARIO_KEYS = ("name", "num_replicas", "qps_per_replica", "workload", "family", "num_requests", "length_predictor",
-                 "load", "split")
+SCENARIO_KEYS = ("name", "num_replicas", "replicas", "qps_per_replica", "workload", "family", "num_requests",
+                 "length_predictor", "load", "split")
 VALIDATION_SEED_BASE = 200_000  # eval.split=validation: seeds from here up; test seeds are [seed_base, this)
 
 
@@ -251,32 +251,48 @@ def check_held_out(policies: Policies, grid: GridConfig) -> None:
               "training family as if held out", grid.train_families)
 
 
+def capacity_targets(eval_cfg: EvalConfig) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """(scenario, tags) of every cluster whose capacity at SLO a suite measures: each grid family on
+    each `eval.capacity.replicas` size, and with `eval.capacity.mixes` each listed mixed-cluster
+    scenario's cluster (its name without the `_rho...` suffix)."""
+    cap, grid = eval_cfg.capacity, eval_cfg.grid
+    out = [({"name": f"{fam}_r{r}", "family": fam, "num_replicas": r}, {"family": fam, "replicas": r,
+                                                                          "split": grid.split_of(fam)})
+           for fam in grid.families for r in cap.replicas]
+    if cap.mixes:
+        mixes = {}
+        for sc in eval_cfg.all_scenarios():
+            if sc.get("replicas"):
+                label = sc["name"].split("_rho")[0]
+                mixes.setdefault(label, ({k: sc[k] for k in ("family", "replicas", "workload") if k in sc} | {"name": label},
+                                         {"family": label, "replicas": sum(int(g["count"]) for g in sc["replicas"]),
+                                          "split": sc.get("split", "")}))
+        out += list(mixes.values())
+    return out
+
+
 def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str]) -> List[tuple]:
-    """One bisection (eval/slo_capacity.py) per grid family x `eval.capacity.replicas` x router."""
+    """One bisection (eval/slo_capacity.py) per `capacity_targets` cluster x router."""
     from vidur_ppo.build import env_spec
 
-    cap, grid = eval_cfg.capacity, eval_cfg.grid
+    cap = eval_cfg.capacity
     seeds = eval_cfg.seed_list()[: cap.seeds]
     dirs = policy_dirs(policies)
     jobs = []
-    for fam in grid.families:
-        for r in cap.replicas:
-            scenario = {"name": f"{fam}_r{r}", "family": fam, "num_replicas": r}
-            if eval_cfg.length_predictor is not None:
-                scenario["length_predictor"] = dict(eval_cfg.length_predictor)
-            tags = {"family": fam, "replicas": r, "split": grid.split_of(fam)}
-            specs = {n: env_spec(cached_policy(d)[1]).for_suite_scenario(scenario, cap.num_requests)
-                     for n, d in dirs.items()}
-            jobs += [(specs[n], n, d, cap, seeds, tags) for n, d in dirs.items()]
-            first = next(iter(specs.values()))
-            jobs += [(first, h, None, cap, seeds, tags) for h in heuristics]
+    for scenario, tags in capacity_targets(eval_cfg):
+        if eval_cfg.length_predictor is not None:
+            scenario = {**scenario, "length_predictor": dict(eval_cfg.length_predictor)}
+        specs = {n: env_spec(cached_policy(d)[1]).for_suite_scenario(scenario, cap.num_requests) for n, d in dirs.items()}
+        jobs += [(specs[n], n, d, cap, seeds, tags) for n, d in dirs.items()]
+        first = next(iter(specs.values()))
+        jobs += [(first, h, None, cap, seeds, tags) for h in heuristics]
     return jobs
 
 
 def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
     """How many jobs `run_suite` runs (for a progress bar)."""
     heuristics = [h for h in HEURISTICS if eval_cfg.all_heuristics or h in eval_cfg.baselines]
-    n_cap = len(eval_cfg.grid.families) * len(eval_cfg.capacity.replicas) * (len(policy_dirs(policies)) + len(heuristics))
+    n_cap = len(capacity_targets(eval_cfg)) * (len(policy_dirs(policies)) + len(heuristics))
     return len(suite_jobs(policies, eval_cfg)) + n_cap
 
 
@@ -305,7 +321,7 @@ def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) 
     rows = [r for res in results for r in res["rows"]]
     pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False)
     capacity = None
-    cjobs = capacity_jobs(policies, eval_cfg, jobs[0][3]) if grid.families and jobs else []
+    cjobs = capacity_jobs(policies, eval_cfg, jobs[0][3]) if jobs else []
     if cjobs:
         capacity = pd.DataFrame(run_jobs(cjobs, eval_cfg.workers, progress, fn=capacity_job))
         capacity.to_csv(out_dir / "capacity.csv", index=False)

@@ -22,7 +22,8 @@ from vidur_ppo.routing.safety import SafetyConfig, SafetyMonitor
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
-from vidur_ppo.workloads import WorkloadConfig, make_workload
+from vidur_ppo.workloads import WorkloadConfig, make_workload, workload_spec
+from vidur_ppo.workloads.capacity import replica_speeds
 
 ENV_ID = "VidurRouting-v0"
 DEFAULT_SLO_E2E = 8.0  # seconds: the latency SLO of rewards, the safety monitor and the SLO-violation metric
@@ -63,6 +64,8 @@ class VidurRoutingEnv(gym.Env):
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
         self.workload = self._fit_to_cluster(make_workload(workload))
+        # each replica's relative throughput (measured once per group and cached; ones when identical)
+        self.replica_speed = replica_speeds(self.cluster, workload_spec(workload))
         self.slo_e2e = float(slo_e2e)
         self.slos = {"slo_ttft": float(slo_ttft), "slo_tpot": float(slo_tpot)}  # SLO attainment and goodput
         self.safety = SafetyMonitor(SafetyConfig.of(safety), self.slo_e2e)
@@ -110,7 +113,8 @@ class VidurRoutingEnv(gym.Env):
         self._predicted = None if self.length_predictor.exact else self.length_predictor.predict(
             true, self.episode_seed or 0)
         self.driver = SimDriver(self.cluster, trace, record_token_times=self.record_token_times,
-                                length_error=None if self._predicted is None else self._predicted - true)
+                                length_error=None if self._predicted is None else self._predicted - true,
+                                replica_speed=self.replica_speed)
         self.features.reset()
         self.reward.reset()
         self.safety.reset()
@@ -199,6 +203,8 @@ class VidurRoutingEnv(gym.Env):
         """Swap the workload and/or reward (a curriculum stage); takes effect at the next reset()."""
         if workload is not None:
             self.workload = self._fit_to_cluster(make_workload(workload))
+        # each replica's relative throughput (measured once per group and cached; ones when identical)
+        self.replica_speed = replica_speeds(self.cluster, workload_spec(workload))
         if reward is not None:
             self.reward = make_reward(reward)
 

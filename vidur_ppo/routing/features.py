@@ -172,6 +172,21 @@ class SizeAwareFeatures(FullFeatures):
         return np.concatenate([full, out], axis=1)
 
 
+class HeteroFeatures(SizeAwareFeatures):
+    """`size_aware` plus what a mixed cluster's replicas differ in, relative to the cluster's mean
+    (1 on identical replicas, so a policy trained on any mix runs on any other):
+    - `speed`: the replica's share of the cluster's saturation throughput (workloads/capacity.py);
+    - `kv_capacity`: its KV-cache blocks.
+    """
+
+    names = SizeAwareFeatures.names + ("speed", "kv_capacity")
+
+    def __call__(self, state, request, now):
+        base = super().__call__(state, request, now)
+        cap = state[:, [ReplicaColumn.speed, ReplicaColumn.kv_capacity]].astype(np.float32)
+        return np.concatenate([base, cap], axis=1)
+
+
 # --- configs: every default written once, here --------------------------------------------------
 
 
@@ -235,9 +250,16 @@ class SizeAwareFeaturesConfig(FullFeaturesConfig):
               self.long_pool_fraction)
 
 
+@dataclass
+class HeteroFeaturesConfig(SizeAwareFeaturesConfig):
+    name: str = "hetero"
+    names: List[str] = field(default_factory=lambda: list(HeteroFeatures.names))
+
+
 FEATURE_SETS: Dict[str, Tuple[type, type]] = {
     "legacy": (LegacyFeaturesConfig, LegacyFeatures), "queue": (QueueFeaturesConfig, QueueFeatures),
     "full": (FullFeaturesConfig, FullFeatures), "size_aware": (SizeAwareFeaturesConfig, SizeAwareFeatures),
+    "hetero": (HeteroFeaturesConfig, HeteroFeatures),
 }
 
 

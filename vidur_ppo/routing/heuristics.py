@@ -165,9 +165,62 @@ class SITAE(Heuristic):
         return int(pool[np.argmin(work)])
 
 
+# --- capacity-aware: they weigh each replica by its measured speed (ReplicaColumn.speed, the replica's
+# share of the cluster's saturation throughput, workloads/capacity.replica_speeds); on identical
+# replicas they are round-robin, least-work-left and power-of-two.
+
+
+class WeightedRoundRobin(Heuristic):
+    """Smooth weighted round-robin (nginx's): each replica gets requests in proportion to its speed,
+    interleaved rather than in runs."""
+
+    name = "weighted_round_robin"
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self._credit = None
+
+    def act(self, obs):
+        speed = obs["replicas"][:, ReplicaColumn.speed].astype(np.float64)
+        if self._credit is None or self._credit.shape != speed.shape:
+            self._credit = np.zeros_like(speed)
+        self._credit += speed
+        r = int(np.argmax(self._credit))
+        self._credit[r] -= speed.sum()
+        return r
+
+
+class LeastWorkLeftTime(_ArgMin):
+    """Least work left in *seconds*: outstanding tokens divided by the replica's speed."""
+
+    name = "least_work_left_time"
+
+    def load(self, replicas):
+        work = replicas[:, ReplicaColumn.prefill_tokens_left] + replicas[:, ReplicaColumn.decode_tokens_left]
+        return work / replicas[:, ReplicaColumn.speed]
+
+
+class PowerOfTwoECT(PowerOfTwo):
+    """Power-of-two choices on expected completion time: of two random replicas, the one where
+    (outstanding requests + 1) / speed is smaller."""
+
+    name = "power_of_two_ect"
+
+    def act(self, obs):
+        rep = obs["replicas"]
+        n = rep.shape[0]
+        if n == 1:
+            return 0
+        a, b = self._rng.choice(n, size=2, replace=False)
+        ect = (rep[:, ReplicaColumn.waiting] + rep[:, ReplicaColumn.running] + 1) / rep[:, ReplicaColumn.speed]
+        return int(a if (ect[a], a) <= (ect[b], b) else b)
+
+
 HEURISTICS: Dict[str, Callable[[], Heuristic]] = {
-    cls.name: cls for cls in (RoundRobin, Random, LOR, JSQ, LeastWorkLeft, PowerOfTwo, SITAE)
+    cls.name: cls for cls in (RoundRobin, Random, LOR, JSQ, LeastWorkLeft, PowerOfTwo, SITAE,
+                              WeightedRoundRobin, LeastWorkLeftTime, PowerOfTwoECT)
 }
+#: the heuristics that know replica speeds (the rest are capacity-blind, as most deployments run)
+CAPACITY_AWARE = ("weighted_round_robin", "least_work_left_time", "power_of_two_ect")
 
 
 def make_heuristic(name: str) -> Heuristic:

@@ -9,7 +9,7 @@ is a clear error before the run instead of vidur's "Simulation ended with pendin
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from vidur.config import (
@@ -140,6 +140,10 @@ class ClusterSpec:
     max_request_tokens: int = 4096  # vidur sizes per-request KV slots by this
     predictor: str = "roofline"
     predictor_options: Dict[str, Any] = field(default_factory=dict)
+    # a heterogeneous cluster: groups of replicas, each {count: n, <any key above but these two>}
+    # overriding this spec's values (e.g. [{count: 2, device: a100}, {count: 2, device: h100}]);
+    # num_replicas is then their total. None: num_replicas copies of this spec
+    replicas: Optional[List[Dict[str, Any]]] = None
 
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any] | "ClusterSpec" | None) -> "ClusterSpec":
@@ -153,10 +157,39 @@ class ClusterSpec:
             raise ScenarioError(f"unknown cluster key(s) {unknown}; allowed: {sorted(known)}")
         return cls(**{k: (dict(v) if k == "predictor_options" else v) for k, v in spec.items()})
 
+    # --- replica groups (a heterogeneous cluster) -------------------------------------------
+
+    def groups(self) -> List[Tuple[int, "ClusterSpec"]]:
+        """(count, spec of one of its replicas) per group; one group for a homogeneous cluster."""
+        if not self.replicas:
+            return [(self.num_replicas, self)]
+        out = []
+        for i, g in enumerate(self.replicas):
+            g = dict(g)
+            count = g.pop("count", None)
+            bad = sorted(set(g) & {"num_replicas", "replicas"}) or sorted(set(g) - set(self.__dataclass_fields__))
+            if bad or not isinstance(count, int) or count < 1:
+                raise ScenarioError(f"replicas[{i}] needs count >= 1 and may set keys of the cluster spec "
+                                    f"(not num_replicas/replicas), got count={count!r}, keys {bad or sorted(g)}")
+            out.append((count, replace(self, replicas=None, num_replicas=count, **g)))
+        return out
+
+    def replica_specs(self) -> List["ClusterSpec"]:
+        """The spec of every replica, in replica-index order."""
+        return [spec for count, spec in self.groups() for _ in range(count)]
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     def validate(self) -> None:
+        if self.replicas:
+            total = sum(count for count, _ in self.groups())
+            if self.num_replicas != total:
+                raise ScenarioError(f"num_replicas={self.num_replicas} but the replica groups hold {total}: "
+                                    "set num_replicas to their total")
+            for _, spec in self.groups():
+                spec.validate()
+            return
         if self.num_replicas < 1:
             raise ScenarioError(f"num_replicas must be >= 1, got {self.num_replicas}")
         if self.replica_scheduler not in REPLICA_SCHEDULERS:
@@ -218,7 +251,10 @@ class ClusterSpec:
         )
 
     def kv_capacity_tokens(self) -> int:
-        """Tokens of KV cache one replica holds (what vidur's memory planner computes)."""
+        """Tokens of KV cache one replica holds (what vidur's memory planner computes; the smallest
+        replica's for a heterogeneous cluster)."""
+        if self.replicas:
+            return min(spec.kv_capacity_tokens() for _, spec in self.groups())
         if self.num_blocks:
             return self.num_blocks * self.block_size
         planner = MemoryPlanner(self.replica_config(), self.cache_config())
@@ -228,14 +264,21 @@ class ClusterSpec:
 
     def request_token_limit(self) -> int:
         """The most prefill + decode tokens one request may have and still finish on a replica
-        (the limits `check_trace` enforces; a trace's `overlong: clip|drop` uses it)."""
+        (the limits `check_trace` enforces; a trace's `overlong: clip|drop` uses it). A router may
+        send a request to any replica, so a heterogeneous cluster's limit is its smallest replica's."""
+        if self.replicas:
+            return min(spec.request_token_limit() for _, spec in self.groups())
         limits = [self.max_request_tokens, self.kv_capacity_tokens()]
         if self.replica_scheduler == "vllm":
             limits.append(self.max_tokens_in_batch)
         return int(min(limits))
 
     def check_trace(self, trace: Trace) -> None:
-        """Fail before the run on requests this replica could never finish."""
+        """Fail before the run on requests this replica (every replica group) could never finish."""
+        if self.replicas:
+            for _, spec in self.groups():
+                spec.check_trace(trace)
+            return
         total = trace.num_prefill_tokens + trace.num_decode_tokens
         checks = [(total > self.max_request_tokens,
                    f"total tokens exceed env.max_request_tokens={self.max_request_tokens}")]
@@ -279,15 +322,22 @@ class ClusterSpec:
             raise ScenarioError(
                 f"global_scheduler={global_scheduler!r}; choose external or {VIDUR_GLOBAL_SCHEDULERS}"
             )
+        first = self.groups()[0][1]  # vidur's cluster-wide configs (metrics, its own checks): group 0's
+        cluster_config = ClusterConfig(
+            num_replicas=self.num_replicas,
+            replica_config=first.replica_config(),
+            cache_config=first.cache_config(),
+            global_scheduler_config=gs,
+            replica_scheduler_config=first._replica_scheduler_config(),
+        )
+        if self.replicas:  # per-group schedulers, predictors and KV caches (compat._global_scheduler_init_per_group)
+            cluster_config.vp_groups = [
+                {"count": count, "replica_config": spec.replica_config(), "cache_config": spec.cache_config(),
+                 "scheduler_config": spec._replica_scheduler_config(), "predictor_config": spec._predictor_config()}
+                for count, spec in self.groups()]
         return compat.QuietSimulationConfig(
-            cluster_config=ClusterConfig(
-                num_replicas=self.num_replicas,
-                replica_config=self.replica_config(),
-                cache_config=self.cache_config(),
-                global_scheduler_config=gs,
-                replica_scheduler_config=self._replica_scheduler_config(),
-            ),
+            cluster_config=cluster_config,
             request_generator_config=self._request_generator_config(trace),
-            execution_time_predictor_config=self._predictor_config(),
+            execution_time_predictor_config=first._predictor_config(),
             metrics_config=compat.QuietMetricsConfig(output_dir="/nonexistent-vidur-output"),
         )

@@ -27,8 +27,12 @@ from vidur.config import MetricsConfig, SimulationConfig
 from vidur.entities.base_entity import BaseEntity
 from vidur.entities.request import Request
 from vidur.events.base_event import BaseEvent
+from vidur.execution_time_predictor.execution_time_predictor_registry import ExecutionTimePredictorRegistry
+from vidur.scheduler.global_scheduler.base_global_scheduler import BaseGlobalScheduler
+from vidur.scheduler.replica_scheduler.replica_scheduler_registry import ReplicaSchedulerRegistry
 
 _ORIGINAL_RESTART = Request.restart
+_ORIGINAL_GLOBAL_SCHEDULER_INIT = BaseGlobalScheduler.__init__
 
 
 def _restart_resetting_stage_counters(self: Request) -> None:
@@ -45,9 +49,44 @@ def _restart_resetting_stage_counters(self: Request) -> None:
     self._is_prefill_stage_complete = False
 
 
+def _global_scheduler_init_per_group(self: BaseGlobalScheduler, config, replicas) -> None:
+    """`scheduler/global_scheduler/base_global_scheduler.py` (`__init__`, lines 18-45): one cluster,
+    one replica config. Upstream builds a single execution-time predictor from
+    `cluster_config.replica_config` and every replica scheduler from that config and the *same*
+    `CacheConfig` object, whose `num_blocks` the first replica scheduler writes
+    (`base_replica_scheduler.py`, lines 52-57), so every replica gets the first one's KV cache.
+
+    A heterogeneous cluster (`ClusterSpec.replicas`, attached as `cluster_config.vp_groups`: one
+    entry per group with its count, replica, cache, scheduler and predictor configs) gets vidur's
+    own replica schedulers built per group, each group with its own predictor instance (the
+    roofline predictor caches by token count, so one instance must never serve two devices) and its
+    own `CacheConfig`. Without groups, upstream's `__init__` runs unchanged."""
+    groups = getattr(config.cluster_config, "vp_groups", None)
+    if not groups:
+        return _ORIGINAL_GLOBAL_SCHEDULER_INIT(self, config, replicas)
+    per_replica = [g for g in groups for _ in range(g["count"])]  # group order = replica index
+    if len(per_replica) != len(replicas):
+        raise ValueError(f"replica groups hold {len(per_replica)} replicas, the cluster {len(replicas)}")
+    self._config, self._replicas, self._num_replicas = config, replicas, len(replicas)
+    self._request_queue = []
+    self._replica_schedulers = {}
+    predictors = {}
+    for (replica_id, replica), g in zip(replicas.items(), per_replica):
+        if id(g) not in predictors:
+            predictors[id(g)] = ExecutionTimePredictorRegistry.get(
+                g["predictor_config"].get_type(), predictor_config=g["predictor_config"],
+                replica_config=g["replica_config"], cache_config=g["cache_config"])
+        self._replica_schedulers[replica_id] = ReplicaSchedulerRegistry.get(
+            g["scheduler_config"].get_type(), replica_config=g["replica_config"],
+            replica_scheduler_config=g["scheduler_config"], cache_config=g["cache_config"],
+            request_generator_config=config.request_generator_config, replica=replica,
+            num_stages=g["replica_config"].num_pipeline_stages, execution_time_predictor=predictors[id(g)])
+
+
 def apply() -> None:
     """Apply every runtime fix (idempotent)."""
     Request.restart = _restart_resetting_stage_counters
+    BaseGlobalScheduler.__init__ = _global_scheduler_init_per_group
     # vidur's logger prints INFO lines (e.g. "Number of replicas") at every simulator start.
     logging.getLogger("vidur").setLevel(logging.WARNING)
 
@@ -56,6 +95,16 @@ def apply() -> None:
 def restart_fix_disabled() -> Iterator[None]:
     """Temporarily run upstream's `Request.restart` (for the test that shows the bug)."""
     Request.restart = _ORIGINAL_RESTART
+    try:
+        yield
+    finally:
+        apply()
+
+
+@contextmanager
+def per_group_fix_disabled() -> Iterator[None]:
+    """Temporarily run upstream's `BaseGlobalScheduler.__init__` (for the test that shows the trap)."""
+    BaseGlobalScheduler.__init__ = _ORIGINAL_GLOBAL_SCHEDULER_INIT
     try:
         yield
     finally:

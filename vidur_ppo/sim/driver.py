@@ -40,6 +40,8 @@ class ReplicaColumn(IntEnum):
     decode_tokens_left = 3  # output tokens still to generate, waiting + running
     kv_usage = 4  # fraction of KV blocks allocated
     oldest_wait = 5  # seconds the oldest waiting request has waited (0 if none)
+    speed = 6  # the replica's share of the cluster's throughput relative to the mean (1 on identical replicas)
+    kv_capacity = 7  # the replica's KV blocks relative to the mean (1 on identical replicas)
 
 
 REPLICA_STATE_COLUMNS = tuple(c.name for c in ReplicaColumn)
@@ -62,8 +64,9 @@ class SimDriver:
     """
 
     def __init__(self, cluster: ClusterSpec, trace: Trace, record_token_times: bool = True,
-                 length_error: Optional[np.ndarray] = None):
+                 length_error: Optional[np.ndarray] = None, replica_speed: Optional[np.ndarray] = None):
         self.cluster = cluster
+        self.replica_speed = replica_speed  # ReplicaColumn.speed (workloads/capacity.replica_speeds); None: ones
         # predicted - true output length per request id, as routers are told them (None: exact)
         self.length_error = length_error
         self.trace = trace
@@ -191,12 +194,12 @@ class SimDriver:
     def replica_state(self) -> np.ndarray:
         """[replicas x REPLICA_STATE_COLUMNS] at the current decision (raw units)."""
         return replica_state(self._replica_schedulers, self.requests, self.sim._time, self.scheduler.decisions,
-                             self.length_error)
+                             self.length_error, self.replica_speed)
 
 
 def replica_state(replica_schedulers: Sequence, requests, now: float,
                   decisions: Sequence[Tuple[ReplicaId, Request]] = (),
-                  length_error: Optional[np.ndarray] = None) -> np.ndarray:
+                  length_error: Optional[np.ndarray] = None, speed: Optional[np.ndarray] = None) -> np.ndarray:
     """What a global scheduler can see of each replica, from vidur's replica schedulers.
 
     `requests[id]` looks a request up by id (for those holding KV cache); `decisions` are the
@@ -204,6 +207,7 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
     (vidur's own LOR counts them the same way). `length_error[id]` (predicted - true output length)
     makes the decode tokens left what a router with a length predictor knows: predicted length
     minus tokens produced so far, at least 1 (routing/length_predictor.py); None: the true ones.
+    `speed` fills ReplicaColumn.speed (None: ones, identical replicas).
     """
     out = np.zeros((len(replica_schedulers), len(REPLICA_STATE_COLUMNS)), dtype=np.float64)
     for i, rs in enumerate(replica_schedulers):
@@ -232,6 +236,9 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
         row[ReplicaColumn.decode_tokens_left] = dec
         row[ReplicaColumn.kv_usage] = rs._num_allocated_blocks / rs._cache_config.num_blocks
         row[ReplicaColumn.oldest_wait] = oldest
+    blocks = np.array([rs._cache_config.num_blocks for rs in replica_schedulers], dtype=np.float64)
+    out[:, ReplicaColumn.kv_capacity] = blocks / blocks.mean()
+    out[:, ReplicaColumn.speed] = 1.0 if speed is None else speed
     for rid, r in decisions:
         out[rid.id, ReplicaColumn.waiting] += 1
         out[rid.id, ReplicaColumn.prefill_tokens_left] += r.num_prefill_tokens

@@ -70,7 +70,8 @@ def cache_key(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> str:
     from vidur_ppo.workloads import workload_spec as plain
 
     wl = plain({k: v for k, v in workload_spec.items() if k != "load"})
-    body = {"version": VERSION, "cluster": ClusterSpec.from_mapping(cluster).to_dict(),
+    spec = {k: v for k, v in ClusterSpec.from_mapping(cluster).to_dict().items() if not (k == "replicas" and v is None)}
+    body = {"version": VERSION, "cluster": spec,
             "lengths": {k: wl.get(k) for k in LENGTH_KEYS}}
     text = json.dumps(body, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -121,7 +122,12 @@ def _write(path: Path, key: str, value: float) -> None:
 
 
 def saturation_rps(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> float:
-    """The cluster's saturation throughput (req/s) for the workload's length family (cached)."""
+    """The cluster's saturation throughput (req/s) for the workload's length family (cached). A
+    heterogeneous cluster's is the sum of its groups' (each measured on its own, so a capacity-blind
+    router in the measuring run does not understate the fast replicas)."""
+    cluster = ClusterSpec.from_mapping(cluster)
+    if cluster.replicas:
+        return float(sum(saturation_rps(spec, workload_spec) for _, spec in cluster.groups()))
     _require_synthetic(workload_spec)
     key = cache_key(cluster, workload_spec)
     if key in _MEMORY:
@@ -133,6 +139,22 @@ def saturation_rps(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> fl
         _write(path, key, value)
     _MEMORY[key] = float(value)
     return float(value)
+
+
+def replica_speeds(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> "np.ndarray":
+    """Each replica's share of the cluster's saturation throughput, relative to the mean (all ones
+    for a homogeneous cluster, measured nothing): what capacity-aware routers weigh replicas by.
+    Trace workloads are measured with the embedded chat lengths."""
+    cluster = ClusterSpec.from_mapping(cluster)
+    if not cluster.replicas:
+        return np.ones(cluster.num_replicas)
+    if workload_spec.get("kind", "synthetic") != "synthetic":
+        from vidur_ppo.workloads import DEFAULT_WORKLOAD
+
+        workload_spec = DEFAULT_WORKLOAD
+    per = [saturation_rps(spec, workload_spec) / count for count, spec in cluster.groups() for _ in range(count)]
+    per = np.asarray(per, dtype=float)
+    return per / per.mean()
 
 
 def qps_at_load(cluster: ClusterSpec, workload_spec: Mapping[str, Any], load: Any) -> "tuple[float, float]":
