@@ -20,22 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from vidur_ppo.config import register_configs
-from vidur_ppo.eval.matrix import generalisation_report
-from vidur_ppo.eval.suite import run_suite, suite_size
+from common import eval_config, suite_section, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def eval_config(overrides):
-    register_configs()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["eval=generalisation", *overrides])
-    return OmegaConf.to_object(cfg.eval)
 
 
 def ensure_default_run(run_dir: Path) -> None:
@@ -55,41 +44,27 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     ap.add_argument("overrides", nargs="*", help="eval overrides, e.g. eval.seeds=5")
     args = ap.parse_args()
-    from tqdm.auto import tqdm
-
     t0 = time.time()
-    ev = eval_config(args.overrides)
+    ev = eval_config("generalisation", args.overrides)
     ensure_default_run(args.default)
     policies = {"ppo_headline": str(args.headline), "ppo_default": str(args.default)}
-    out_dir = args.out / "generalisation"
-    bar = tqdm(total=suite_size(policies, ev), desc="generalisation")
-    _, failed = run_suite(policies, ev, out_dir, progress=lambda: bar.update(1))
-    bar.close()
+    section, failed = suite_section(policies, ev, args.out, "generalisation")
     wall = time.time() - t0
-    rows = pd.read_csv(out_dir / "metrics.csv")
-    capacity = pd.read_csv(out_dir / "capacity.csv").fillna({"censored": ""}) \
-        if (out_dir / "capacity.csv").exists() else None
-    section = generalisation_report(rows, capacity, out_dir).replace("](generalisation_heatmap", "](generalisation/generalisation_heatmap")
     cmd = " ".join(["python experiments/generalisation.py", *args.overrides])
-    md = ["# Generalisation: today's policies on workload families they never saw", "",
-          f"`{cmd}`: {wall / 60:.0f} min on this 2-core machine (saturation measurements, the grid and the "
-          "capacity bisections). Policies: `ppo_headline` = `experiment=headline` seed 0 (size-aware features, "
-          "BC from SITA-E, trained on chat with true output lengths), `ppo_default` = the default run "
-          "(`python -m vidur_ppo.train`, BC from JSQ, trained on chat at 24 QPS with predicted lengths); "
-          f"neither retrained for this. {ev.seeds} test seeds from {ev.seed_list()[0]} per scenario, "
-          f"{ev.num_requests} requests per episode, every router told output lengths by "
-          f"`{OmegaConf.to_yaml(ev.length_predictor).strip().replace(chr(10), ', ')}`; rho is load relative to each "
-          "cluster's measured sustained throughput for that family (workloads/capacity.py). Training family: "
-          f"{', '.join(ev.grid.train_families)}; held out: "
-          f"{', '.join(f for f in ev.grid.families if f not in ev.grid.train_families)}. Per-scenario tables: "
-          "[generalisation/report.md](generalisation/report.md); rows: `generalisation/metrics.csv`, "
-          "`generalisation/capacity.csv`.", ""]
-    if failed:
-        md += ["Failed scenarios: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
-    (args.out / "generalisation.md").write_text("\n".join(md) + section + "\n")
-    print(section)
-    print(f"\nwritten: {args.out / 'generalisation.md'} ({wall / 60:.1f} min)", file=sys.stderr)
-
+    header = ["# Generalisation: today's policies on workload families they never saw", "",
+              f"`{cmd}`: {wall / 60:.0f} min on this 2-core machine (saturation measurements, the grid and the "
+              "capacity bisections). Policies: `ppo_headline` = `experiment=headline` seed 0 (size-aware features, "
+              "BC from SITA-E, trained on chat with true output lengths), `ppo_default` = the default run "
+              "(`python -m vidur_ppo.train`, BC from JSQ, trained on chat at 24 QPS with predicted lengths); "
+              f"neither retrained for this. {ev.seeds} test seeds from {ev.seed_list()[0]} per scenario, "
+              f"{ev.num_requests} requests per episode, every router told output lengths by "
+              f"`{OmegaConf.to_yaml(ev.length_predictor).strip().replace(chr(10), ', ')}`; rho is load relative to each "
+              "cluster's measured sustained throughput for that family (workloads/capacity.py). Training family: "
+              f"{', '.join(ev.grid.train_families)}; held out: "
+              f"{', '.join(f for f in ev.grid.families if f not in ev.grid.train_families)}. Per-scenario tables: "
+              "[generalisation/report.md](generalisation/report.md); rows: `generalisation/metrics.csv`, "
+              "`generalisation/capacity.csv`.", ""]
+    write_results(args.out / "generalisation.md", header, section, failed, wall)
 
 if __name__ == "__main__":
     main()

@@ -20,28 +20,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
+from common import eval_config, suite_section, write_results
 from vidur_ppo.build import env_spec
 from vidur_ppo.checkpoint import load_policy
-from vidur_ppo.config import register_configs
-from vidur_ppo.eval.matrix import generalisation_report
 from vidur_ppo.eval.report import _plt
-from vidur_ppo.eval.suite import run_suite, suite_size
 from vidur_ppo.routing.env import run_episode
 from vidur_ppo.routing.heuristics import make_heuristic
 
 ROOT = Path(__file__).resolve().parents[1]
 PICTURE_SCENARIO = "mix_a40x4_a100tp2x2_rho0.8"  # held out: two generations, two TP degrees
 PICTURE_ROUTERS = ["ppo_hetero", "round_robin", "least_work_left", "least_work_left_time"]
-
-
-def eval_config(overrides):
-    register_configs()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return OmegaConf.to_object(compose("evaluate", overrides=["eval=heterogeneous", *overrides]).eval)
 
 
 def ensure_run(run_dir: Path) -> float:
@@ -93,40 +82,24 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     ap.add_argument("overrides", nargs="*", help="eval overrides, e.g. eval.seeds=5")
     args = ap.parse_args()
-    from tqdm.auto import tqdm
-
     t0 = time.time()
-    ev = eval_config(args.overrides)
+    ev = eval_config("heterogeneous", args.overrides)
     train_wall = ensure_run(args.run)
-    policies = {"ppo_hetero": str(args.run)}
-    out_dir = args.out / "heterogeneous"
-    bar = tqdm(total=suite_size(policies, ev), desc="heterogeneous")
-    _, failed = run_suite(policies, ev, out_dir, progress=lambda: bar.update(1))
-    bar.close()
+    section, failed = suite_section({"ppo_hetero": str(args.run)}, ev, args.out, "heterogeneous")
+    section = section.replace("## Generalisation (leave-family-out)", "## Held-out mixes")
     picture = routing_picture(args.run, ev, args.out / "heterogeneous.png")
     wall = time.time() - t0
-    rows = pd.read_csv(out_dir / "metrics.csv")
-    capacity = pd.read_csv(out_dir / "capacity.csv").fillna({"censored": ""}) \
-        if (out_dir / "capacity.csv").exists() else None
-    section = generalisation_report(rows, capacity, out_dir).replace("](generalisation_heatmap", "](heterogeneous/generalisation_heatmap")
-    section = section.replace("## Generalisation (leave-family-out)", "## Held-out mixes")
     cmd = " ".join(["python experiments/heterogeneous.py", *args.overrides])
-    md = ["# Routing on mixed clusters", "",
-          f"`{cmd}`: {wall / 60:.0f} min on this 2-core machine (training {train_wall / 60:.1f} min, recorded when the "
-          "run was trained; the suite; the capacity bisections). `ppo_hetero` = `experiment=hetero`, seed 0: trained on "
-          "2 x A100 + 2 x H100 only (capability features, BC from least-work-left in seconds, PPO anchored to it). "
-          f"{ev.seeds} test seeds per scenario, {ev.num_requests} chat requests per episode at rho of each mix's "
-          "measured capacity (the sum of its groups'), predicted output lengths for every router. Capacity-blind: "
-          "round-robin, JSQ, least-work-left, power-of-two, SITA-E; capacity-aware: weighted round-robin, "
-          "least-work-left in seconds, power-of-two on expected completion time. Per-scenario tables: "
-          "[heterogeneous/report.md](heterogeneous/report.md).", "",
-          f"![who serves what]({picture.name})", ""]
-    if failed:
-        md += ["Failed scenarios: " + "; ".join(f"{k}: {v}" for k, v in failed.items()), ""]
-    (args.out / "heterogeneous.md").write_text("\n".join(md) + section + "\n")
-    print(section)
-    print(f"\nwritten: {args.out / 'heterogeneous.md'} ({wall / 60:.1f} min)", file=sys.stderr)
-
+    header = ["# Routing on mixed clusters", "",
+              f"`{cmd}`: {wall / 60:.0f} min on this 2-core machine (training {train_wall / 60:.1f} min, recorded when "
+              "the run was trained; the suite; the capacity bisections). `ppo_hetero` = `experiment=hetero`, seed 0: "
+              "trained on 2 x A100 + 2 x H100 only (capability features, BC from least-work-left in seconds, PPO "
+              f"anchored to it). {ev.seeds} test seeds per scenario, {ev.num_requests} chat requests per episode at rho "
+              "of each mix's measured capacity (the sum of its groups'), predicted output lengths for every router. "
+              "Capacity-blind: round-robin, JSQ, least-work-left, power-of-two, SITA-E; capacity-aware: weighted "
+              "round-robin, least-work-left in seconds, power-of-two on expected completion time. Per-scenario tables: "
+              "[heterogeneous/report.md](heterogeneous/report.md).", "", f"![who serves what]({picture.name})", ""]
+    write_results(args.out / "heterogeneous.md", header, section, failed, wall)
 
 if __name__ == "__main__":
     main()

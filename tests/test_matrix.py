@@ -115,3 +115,11 @@ def test_summary_line():
     assert "in 1 of 1 training-family scenarios" in train and "+1900.0%" in train
     assert "capacity at SLO n/a" in summary_line(_rows(), _capacity(), "jsq") and "(0 held-out" in \
         summary_line(_rows(), _capacity(), "jsq")
+
+
+def test_summary_line_without_capacity_says_na():
+    rows = pd.DataFrame([{"scenario": "s", "family": "f", "load": 0.8, "replicas": 2, "split": "held_out",
+                          "scheduler": n, "seed": k, "e2e_p99": v + k}
+                         for k in range(3) for n, v in (("round_robin", 10.0), ("ppo", 9.0))])
+    line = summary_line(rows, None, "ppo")
+    assert "in 1 of 1 held-out scenarios" in line and "capacity at SLO n/a" in line

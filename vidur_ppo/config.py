@@ -96,9 +96,18 @@ def _hydra_dir(resume: Optional[str], default: str) -> str:
     return f"{resume}/.resume_hydra/{default.replace('/', '_')}" if resume else default
 
 
+def _evaluated_dir(checkpoint: Optional[str], policies: Any) -> str:
+    """Where `python -m vidur_ppo.evaluate` keeps Hydra's files: next to the (first) evaluated run."""
+    if checkpoint:
+        return str(checkpoint)
+    return str(next(iter(policies.values()))) if policies else "outputs"
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("run_dir"):
         OmegaConf.register_new_resolver("run_dir", _hydra_dir)
+    if not OmegaConf.has_resolver("evaluated_dir"):
+        OmegaConf.register_new_resolver("evaluated_dir", _evaluated_dir)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     for group, options in SCHEMAS.items():

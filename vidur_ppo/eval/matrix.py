@@ -154,15 +154,17 @@ def capacity_table_md(capacity: pd.DataFrame, reference: str = "round_robin") ->
     return _md_table(["family", "replicas", "split"] + scheds, body)
 
 
-def summary_line(rows: pd.DataFrame, capacity: pd.DataFrame, router: str, key: str = "e2e_p99",
+def summary_line(rows: pd.DataFrame, capacity: Optional[pd.DataFrame], router: str, key: str = "e2e_p99",
                  split: str = "held_out", reference: str = "round_robin") -> str:
     """One sentence: scenarios where `router` is never worse than the best heuristic, and its mean
     capacity gain over `reference` on the (family, replicas) pairs of `split`."""
     vs = paired_vs(rows[rows["split"] == split], router, "best", key)
     never_worse = int((vs["outcome"] != "loss").sum())
-    gain = capacity_gain(capacity, reference)
-    g = gain[(gain["split"] == split) & (gain["scheduler"] == router)]["gain"]
-    g = g[np.isfinite(g)]
+    g = pd.Series(dtype=float)
+    if capacity is not None and not capacity.empty:  # a suite may skip capacity (eval.capacity.replicas: [])
+        gain = capacity_gain(capacity, reference)
+        g = gain[(gain["split"] == split) & (gain["scheduler"] == router)]["gain"]
+        g = g[np.isfinite(g)]
     label = SPLIT_LABELS.get(split, split.replace("_", "-"))
     avg = f"{100 * g.mean():+.1f}%" if len(g) else "n/a"
     return (f"{router}: never worse than the best heuristic in {never_worse} of {len(vs)} {label} scenarios "

@@ -106,13 +106,17 @@ class PowerOfTwo(Heuristic):
     def reset(self, seed: Optional[int] = None) -> None:
         self._rng = np.random.default_rng(seed)
 
+    def score(self, replicas: np.ndarray) -> np.ndarray:
+        """What the two sampled replicas are compared by (lower wins, then the lower index)."""
+        return replicas[:, ReplicaColumn.waiting] + replicas[:, ReplicaColumn.running]
+
     def act(self, obs):
         rep = obs["replicas"]
         n = rep.shape[0]
         if n == 1:
             return 0
         a, b = self._rng.choice(n, size=2, replace=False)
-        load = rep[:, ReplicaColumn.waiting] + rep[:, ReplicaColumn.running]
+        load = self.score(rep)
         return int(a if (load[a], a) <= (load[b], b) else b)
 
 
@@ -205,14 +209,8 @@ class PowerOfTwoECT(PowerOfTwo):
 
     name = "power_of_two_ect"
 
-    def act(self, obs):
-        rep = obs["replicas"]
-        n = rep.shape[0]
-        if n == 1:
-            return 0
-        a, b = self._rng.choice(n, size=2, replace=False)
-        ect = (rep[:, ReplicaColumn.waiting] + rep[:, ReplicaColumn.running] + 1) / rep[:, ReplicaColumn.speed]
-        return int(a if (ect[a], a) <= (ect[b], b) else b)
+    def score(self, replicas):
+        return (replicas[:, ReplicaColumn.waiting] + replicas[:, ReplicaColumn.running] + 1) / replicas[:, ReplicaColumn.speed]
 
 
 HEURISTICS: Dict[str, Callable[[], Heuristic]] = {
