@@ -15,6 +15,7 @@ Extra arguments are Hydra overrides of the eval config.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from common import eval_config, suite_section, write_results
+from common import add_heuristics, eval_config, suite_section, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,17 +43,27 @@ def main() -> None:
     ap.add_argument("--default", type=Path, default=ROOT / "multirun" / "generalisation" / "default",
                     help="the default run dir (trained here when missing)")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    ap.add_argument("--add-heuristics", default="", help="comma-separated heuristics to add to a finished run of "
+                                                         "this script (same traces; rows and report updated)")
     ap.add_argument("overrides", nargs="*", help="eval overrides, e.g. eval.seeds=5")
     args = ap.parse_args()
     t0 = time.time()
     ev = eval_config("generalisation", args.overrides)
     ensure_default_run(args.default)
     policies = {"ppo_headline": str(args.headline), "ppo_default": str(args.default)}
-    section, failed = suite_section(policies, ev, args.out, "generalisation")
+    walls = args.out / "generalisation" / "walls.json"
+    if args.add_heuristics:
+        section, failed = add_heuristics(policies, ev, args.out, "generalisation", args.add_heuristics.split(",")), {}
+    else:
+        section, failed = suite_section(policies, ev, args.out, "generalisation")
     wall = time.time() - t0
-    cmd = " ".join(["python experiments/generalisation.py", *args.overrides])
+    cmd = " ".join(["python experiments/generalisation.py", *(["--add-heuristics", args.add_heuristics]
+                                                              if args.add_heuristics else []), *args.overrides])
+    runs = {**(json.loads(walls.read_text()) if walls.exists() and args.add_heuristics else {}), cmd: round(wall)}
+    walls.write_text(json.dumps(runs, indent=1))
+    timing = "; ".join(f"`{c}`: {s / 60:.0f} min" for c, s in runs.items())
     header = ["# Generalisation: today's policies on workload families they never saw", "",
-              f"`{cmd}`: {wall / 60:.0f} min on this 2-core machine (saturation measurements, the grid and the "
+              f"{timing} on this 2-core machine (saturation measurements, the grid and the "
               "capacity bisections). Policies: `ppo_headline` = `experiment=headline` seed 0 (size-aware features, "
               "BC from SITA-E, trained on chat with true output lengths), `ppo_default` = the default run "
               "(`python -m vidur_ppo.train`, BC from JSQ, trained on chat at 24 QPS with predicted lengths); "

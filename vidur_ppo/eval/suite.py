@@ -144,7 +144,8 @@ def suite_job(args) -> Dict[str, Any]:
     from vidur_ppo.build import env_spec
     from vidur_ppo.eval.paired import TorchPolicy, evaluate
 
-    policies, scenario, seed, heuristics, sampled, num_requests = args
+    policies, scenario, seed, heuristics, sampled, num_requests, *rest = args
+    learned_too = rest[0] if rest else True  # False: only the heuristics (added to a finished suite)
     out: Dict[str, Any] = {"rows": [], "errors": [], "details": None}
     details: Dict[str, Any] = {}
     tag: Dict[str, Any] = {}
@@ -154,6 +155,8 @@ def suite_job(args) -> Dict[str, Any]:
         env = env_spec(cfg).for_suite_scenario(scenario, num_requests).make()
         if first_env is None:
             first_env, tag = env, scenario_tags(scenario, env)
+        if not learned_too:
+            break
         learned = {name: policy}
         if sampled:
             learned[f"{name}_sampled"] = TorchPolicy(policy.model, deterministic=False, seed=seed)
