@@ -47,7 +47,7 @@ def add_heuristics(policies, ev, results: Path, name: str, heuristics: Sequence[
     from tqdm.auto import tqdm
 
     from vidur_ppo.eval.slo_capacity import capacity_job
-    from vidur_ppo.eval.suite import capacity_jobs, run_jobs, suite_jobs
+    from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, capacity_jobs, run_jobs, suite_jobs
 
     out_dir = results / name
     jobs = [(*job[:3], list(heuristics), False, job[5], False) for job in suite_jobs(policies, ev)]
@@ -58,7 +58,8 @@ def add_heuristics(policies, ev, results: Path, name: str, heuristics: Sequence[
         if extra and (out_dir / csv).exists():
             old = pd.read_csv(out_dir / csv)
             old = old[~old["scheduler"].isin(list(heuristics))]
-            pd.concat([old, pd.DataFrame(extra)], ignore_index=True).to_csv(out_dir / csv, index=False)
+            pd.concat([old, pd.DataFrame(extra)], ignore_index=True).to_csv(out_dir / csv, index=False,
+                                                                             float_format=CSV_FLOAT_FORMAT)
     bar.close()
     return render_section(policies, ev, results, name)
 

@@ -18,6 +18,7 @@ from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 
 SCENARIO_KEYS = ("name", "num_replicas", "replicas", "qps_per_replica", "workload", "family", "num_requests",
                  "length_predictor", "load", "split")
+CSV_FLOAT_FORMAT = "%.6g"  # suite rows keep 6 significant digits (a grid suite's metrics.csv stays ~1 MB)
 VALIDATION_SEED_BASE = 200_000  # eval.split=validation: seeds from here up; test seeds are [seed_base, this)
 
 
@@ -322,12 +323,12 @@ def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) 
     jobs = suite_jobs(policies, eval_cfg)
     results = run_jobs(jobs, eval_cfg.workers, progress)
     rows = [r for res in results for r in res["rows"]]
-    pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False)
+    pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False, float_format=CSV_FLOAT_FORMAT)
     capacity = None
     cjobs = capacity_jobs(policies, eval_cfg, jobs[0][3]) if jobs else []
     if cjobs:
         capacity = pd.DataFrame(run_jobs(cjobs, eval_cfg.workers, progress, fn=capacity_job))
-        capacity.to_csv(out_dir / "capacity.csv", index=False)
+        capacity.to_csv(out_dir / "capacity.csv", index=False, float_format=CSV_FLOAT_FORMAT)
     failed = failed_scenarios(jobs, results)
     text = suite_report(policies, eval_cfg, jobs, results, out_dir, failed, capacity)
     (out_dir / "report.md").write_text(text)
