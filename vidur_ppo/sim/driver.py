@@ -16,6 +16,7 @@ replica's busy time, and it writes nothing to disk.
 from __future__ import annotations
 
 import heapq
+from itertools import chain
 from array import array
 from enum import IntEnum
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -214,21 +215,19 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
         waiting = rs._request_queue
         pre = dec = 0
         oldest = 0.0
-        for r in waiting:
+        for r in chain(waiting, [requests[rid] for rid in rs._allocation_map]):
             left_pre = r._num_prefill_tokens - r._num_processed_tokens
             if left_pre < 0:
                 left_pre = 0
             pre += left_pre
-            dec += _decode_left(r, left_pre, length_error)
+            # output tokens still to come (a preemption restart moves produced tokens into the prompt, so
+            # this counts from the current split); predicted: the prediction minus those produced, >= 1
+            left = r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
+            if length_error is not None:
+                left = max(left + int(length_error[r._id]), 1)
+            dec += left
         if waiting:
             oldest = now - min(r._arrived_at for r in waiting)
-        for rid in rs._allocation_map:
-            r = requests[rid]
-            left_pre = r._num_prefill_tokens - r._num_processed_tokens
-            if left_pre < 0:
-                left_pre = 0
-            pre += left_pre
-            dec += _decode_left(r, left_pre, length_error)
         row = out[i]
         row[ReplicaColumn.waiting] = len(waiting)
         row[ReplicaColumn.running] = len(rs._allocation_map)
@@ -245,17 +244,6 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
         out[rid.id, ReplicaColumn.decode_tokens_left] += r.num_decode_tokens + (
             0 if length_error is None else int(length_error[r.id]))
     return out
-
-
-def _decode_left(r: Request, left_pre: int, length_error: Optional[np.ndarray]) -> int:
-    """Output tokens still to come of a queued or running request (a preemption restart moves the
-    produced tokens into the prompt, so this counts from the current split); with a length error,
-    as a router knows them: the prediction minus the tokens produced, at least 1."""
-    left = r._num_prefill_tokens + r._num_decode_tokens - r._num_processed_tokens - left_pre
-    if length_error is None:
-        return left
-    left += int(length_error[r._id])
-    return left if left > 1 else 1
 
 
 def run_vidur(cluster: ClusterSpec, trace: Trace, global_scheduler="round_robin") -> List[Request]:
