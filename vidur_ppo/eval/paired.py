@@ -57,9 +57,19 @@ class TorchPolicy:
         return int(torch.multinomial(torch.softmax(logits[0, 0], -1), 1, generator=self.gen))
 
 
+def make_router(spec):
+    """A router the suite names: a heuristic's name, a planner's name, or (planner name, its
+    LookaheadConfig overrides) (routing/lookahead.py)."""
+    from vidur_ppo.routing.lookahead import PLANNERS, make_planner
+
+    name, overrides = (spec, None) if isinstance(spec, str) else spec
+    return make_planner(name, overrides) if name in PLANNERS else make_heuristic(name)
+
+
 def evaluate(env: VidurRoutingEnv, policies: Dict[str, Any], seeds: Sequence[int], progress=None,
              details: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
-    """Run every policy (name -> policy or heuristic name) on the trace of every seed.
+    """Run every policy (name -> policy, or a `make_router` spec) on the trace of every seed; a
+    planner's rows also carry its mean wall time per decision (`decision_ms`).
 
     `details`, if given, receives per-request E2E latencies of the first seed per scheduler
     (for CDF plots) and the attention map [R, R] averaged over that episode (attention models).
@@ -68,10 +78,12 @@ def evaluate(env: VidurRoutingEnv, policies: Dict[str, Any], seeds: Sequence[int
     for i, seed in enumerate(seeds):
         trace = env.workload.generate(int(seed))
         for name, policy in policies.items():
-            if isinstance(policy, str):
-                policy = make_heuristic(policy)
+            if isinstance(policy, (str, tuple, list)):
+                policy = make_router(policy)
             m = run_episode(env, policy, seed=int(seed), trace=trace)
             rows.append({"scheduler": name, "seed": int(seed), **m})
+            if getattr(policy, "decision_seconds", None):
+                rows[-1]["decision_ms"] = 1000 * float(np.mean(policy.decision_seconds))
             if details is not None and i == 0:
                 req = env.driver.per_request()
                 details.setdefault("e2e", {})[name] = req["e2e"][req["completed"]]

@@ -15,6 +15,7 @@ from vidur_ppo.eval.slo_capacity import CapacityConfig
 from vidur_ppo.routing.env import EVAL_SEED_BASE
 from vidur_ppo.routing.heuristics import HEURISTICS
 from vidur_ppo.routing.length_predictor import LengthPredictorConfig
+from vidur_ppo.routing.lookahead import make_planner
 
 SCENARIO_KEYS = ("name", "num_replicas", "replicas", "qps_per_replica", "workload", "family", "num_requests",
                  "length_predictor", "load", "split")
@@ -85,6 +86,10 @@ class EvalConfig:
     # scenario sets its own; None: each run's own `length_predictor`
     length_predictor: Optional[Dict[str, Any]] = None
     grid: GridConfig = field(default_factory=GridConfig)
+    # lookahead planners (routing/lookahead.py PLANNERS) on the same traces: reported next to the routers,
+    # never part of the best-heuristic bar, not in capacity bisections (seconds per decision)
+    planners: List[str] = field(default_factory=list)
+    lookahead: Dict[str, Any] = field(default_factory=dict)  # LookaheadConfig overrides for every planner
     capacity: CapacityConfig = field(default_factory=lambda: CapacityConfig(replicas=[]))
 
     def __post_init__(self) -> None:
@@ -100,6 +105,13 @@ class EvalConfig:
                   f"needs a name and may set {', '.join(SCENARIO_KEYS[1:])}", dict(sc))
         if self.length_predictor is not None:
             LengthPredictorConfig.of(dict(self.length_predictor))  # checked once, here
+        for name in self.planners:
+            make_planner(name, dict(self.lookahead))  # checked once, here
+
+    def routers(self) -> List[Any]:
+        """What every suite job runs besides the policies: heuristic names, then (planner, overrides)."""
+        heuristics = [h for h in HEURISTICS if self.all_heuristics or h in self.baselines]
+        return heuristics + [(p, dict(self.lookahead)) for p in self.planners]
 
     def seed_list(self) -> List[int]:
         """The held-out evaluation seeds: `seeds` of them from the split's base up."""
@@ -166,7 +178,8 @@ def suite_job(args) -> Dict[str, Any]:
                 out["rows"] += [{**tag, **x} for x in evaluate(env, {label: pol}, [seed], details=details)]
             except ValueError as exc:  # e.g. the legacy GRU on another replica count
                 out["errors"].append(f"{scenario['name']}: {label} cannot run here: {exc}")
-    out["rows"] += [{**tag, **x} for x in evaluate(first_env, {h: h for h in heuristics}, [seed], details=details)]
+    routers = {h if isinstance(h, str) else h[0]: h for h in heuristics}  # names, or (planner, overrides)
+    out["rows"] += [{**tag, **x} for x in evaluate(first_env, routers, [seed], details=details)]
     out["details"] = details
     return out
 
@@ -201,8 +214,8 @@ def safe_suite_job(args) -> Dict[str, Any]:
 def suite_jobs(policies: Policies, eval_cfg: EvalConfig) -> List[tuple]:
     """The (scenario, seed) jobs of a suite; no scenarios at all means the run's own scenario."""
     scenarios = eval_cfg.all_scenarios() or [{"name": "trained"}]
-    heuristics = [h for h in HEURISTICS if eval_cfg.all_heuristics or h in eval_cfg.baselines]
-    return [(policies, sc, s, heuristics, bool(eval_cfg.sampled), int(eval_cfg.num_requests))
+    routers = eval_cfg.routers()
+    return [(policies, sc, s, routers, bool(eval_cfg.sampled), int(eval_cfg.num_requests))
             for sc in scenarios for s in eval_cfg.seed_list()]
 
 
@@ -295,7 +308,7 @@ def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str
 
 def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
     """How many jobs `run_suite` runs (for a progress bar)."""
-    heuristics = [h for h in HEURISTICS if eval_cfg.all_heuristics or h in eval_cfg.baselines]
+    heuristics = [h for h in eval_cfg.routers() if isinstance(h, str)]
     n_cap = len(capacity_targets(eval_cfg)) * (len(policy_dirs(policies)) + len(heuristics))
     return len(suite_jobs(policies, eval_cfg)) + n_cap
 
@@ -325,7 +338,7 @@ def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) 
     rows = [r for res in results for r in res["rows"]]
     pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False, float_format=CSV_FLOAT_FORMAT)
     capacity = None
-    cjobs = capacity_jobs(policies, eval_cfg, jobs[0][3]) if jobs else []
+    cjobs = capacity_jobs(policies, eval_cfg, [h for h in jobs[0][3] if isinstance(h, str)]) if jobs else []
     if cjobs:
         capacity = pd.DataFrame(run_jobs(cjobs, eval_cfg.workers, progress, fn=capacity_job))
         capacity.to_csv(out_dir / "capacity.csv", index=False, float_format=CSV_FLOAT_FORMAT)

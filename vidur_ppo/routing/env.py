@@ -233,6 +233,8 @@ def run_episode(env: VidurRoutingEnv, policy, seed: Optional[int] = None, trace=
     obs, _ = env.reset(seed=seed, options=options)
     if hasattr(policy, "reset"):
         policy.reset(seed)
+    if hasattr(policy, "bind"):  # a planner reads the simulation itself (routing/lookahead.py)
+        policy.bind(env)
     while True:
         obs, _, terminated, truncated, info = env.step(policy(obs))
         if terminated or truncated:

@@ -136,6 +136,20 @@ def reset_id_counters() -> None:
             cls._id = 0
 
 
+@contextmanager
+def saved_id_counters() -> Iterator[None]:
+    """The id counters of `reset_id_counters`, put back on exit: a simulation forked and run inside
+    (routing/lookahead.py) numbers its new requests, batches and events without shifting the ids, and
+    so the tie-breaks, of the simulation it was forked from."""
+    saved = [(cls, cls.__dict__["_id"]) for cls in (*_all_subclasses(BaseEntity), *_all_subclasses(BaseEvent))
+             if "_id" in cls.__dict__]
+    try:
+        yield
+    finally:
+        for cls, value in saved:
+            cls._id = value
+
+
 @dataclass
 class QuietMetricsConfig(MetricsConfig):
     """`config/config.py`: `MetricsConfig.__post_init__` creates `simulator_output/<timestamp>/`

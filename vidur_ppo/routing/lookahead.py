@@ -1,0 +1,250 @@
+"""Lookahead planners: routers that fork the running vidur simulation and try each replica.
+
+At an arrival the planner copies what is in flight (vidur's replica schedulers, batches, events and
+the requests they hold; never the trace's future arrivals), sends the request to one candidate
+replica in the copy, and simulates the copy forward with vidur's own events:
+
+- `horizon_s: 0` is Block's one-step lookahead (arXiv 2508.03611): no further arrivals;
+- `horizon_s > 0` is Bertsekas' rollout algorithm: `samples` futures of arrivals drawn from a
+  workload model fitted on the requests seen so far (Poisson at the recent arrival rate, prompt and
+  predicted output lengths resampled from recent requests), routed in the copy by a `base`
+  heuristic; every candidate sees the same sampled futures (common random numbers), so candidates
+  differ only by the decision. The rollout is no worse than its base policy in expectation.
+
+The candidate with the least cost accrued by every request in the window wins: `latency` is the
+time-integral of requests in the system (total sojourn), `squared` the integral of twice their age,
+sum (age_end^2 - age_start^2), which weighs long sojourns more (the tail). A real router does not
+know output lengths: every request in the copy runs its *predicted* length (the env's length
+predictor; at least one token more than it has produced), so the planner reads what the other
+routers read. Id counters are restored after each plan, so planning never changes the real run.
+"""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+from vidur._native.entities import ExecutionTime as NativeExecutionTime
+from vidur.entities import Request
+from vidur.events.global_schedule_event import GlobalScheduleEvent
+from vidur.events.request_arrival_event import RequestArrivalEvent
+from vidur.types import ReplicaId
+
+from vidur_ppo.checks import StrEnum, check, choice, from_mapping, positive
+from vidur_ppo.routing.heuristics import HEURISTICS, Heuristic, make_heuristic
+from vidur_ppo.sim import compat
+from vidur_ppo.sim.driver import ReplicaColumn, replica_state
+
+# vidur's native execution times are immutable and cannot be pickled: a fork shares them
+copy._deepcopy_dispatch.setdefault(NativeExecutionTime, copy._deepcopy_atomic)
+
+
+class Cost(StrEnum):
+    latency = "latency"  # time-integral of requests in the system over the window
+    squared = "squared"  # sum over requests of age_end^2 - age_start^2 (long sojourns weigh more)
+
+
+@dataclass
+class LookaheadConfig:
+    horizon_s: float = 5.0  # sampled arrivals over this window (0: none, Block's one-step lookahead)
+    samples: int = 2  # sampled futures per candidate, the same for every candidate
+    base: str = "least_work_left"  # routes the sampled arrivals inside the fork
+    cost: Cost = Cost.squared
+    drain: bool = False  # simulate until every request of the window is done (else: censor at the horizon)
+    candidates: int = 0  # 0: every replica; k: only the k replicas with the least outstanding work (in seconds)
+    history: int = 200  # recent arrivals the workload model is fitted on
+
+    def __post_init__(self) -> None:
+        p = "lookahead"
+        check(self.horizon_s >= 0, f"{p}.horizon_s", "must be >= 0", self.horizon_s)
+        positive(self, p, "samples", "history")
+        check(self.candidates >= 0, f"{p}.candidates", "must be >= 0 (0: every replica)", self.candidates)
+        check(self.base in HEURISTICS, f"{p}.base", f"must be a heuristic ({', '.join(HEURISTICS)})", self.base)
+        choice(self, p, "cost", Cost)
+        check(self.horizon_s > 0 or self.drain, f"{p}.drain", "must be true when horizon_s is 0 (nothing "
+              "would be simulated)", self.drain)
+
+    @classmethod
+    def of(cls, spec: "LookaheadConfig | Mapping[str, Any] | None") -> "LookaheadConfig":
+        return spec if isinstance(spec, cls) else from_mapping(cls, dict(spec or {}), "lookahead")
+
+
+#: named planners (a suite's `eval.planners`): Block's one-step lookahead and the rollout algorithm
+PLANNERS: Dict[str, Dict[str, Any]] = {
+    "lookahead_one_step": {"horizon_s": 0.0, "samples": 1, "drain": True, "cost": "latency"},
+    "lookahead": {},  # LookaheadConfig's defaults
+}
+
+
+class _Fork:
+    """A copy of the simulation's in-flight state that can run forward on its own."""
+
+    def __init__(self, driver, token_limit: int):
+        sim, scheduler = driver.sim, driver.scheduler
+        now = driver.now
+        # the trace's future arrivals stay hidden; everything else in flight is copied
+        live = [e for e in sim._event_queue if type(e[1]) is not RequestArrivalEvent]
+        memo: Dict[int, Any] = {id(sim._config): sim._config}
+        for rs in driver._replica_schedulers:
+            memo[id(rs._execution_time_predictor)] = rs._execution_time_predictor
+            memo[id(rs._config)] = rs._config
+            memo[id(rs._replica_config)] = rs._replica_config
+        self.scheduler, self.events, self.store, self.pending, self.held = copy.deepcopy(
+            (scheduler, live, sim._metric_store, list(driver._pending), driver._held_event), memo)
+        heapq.heapify(self.events)
+        self.now = now
+        self.replica_schedulers = [self.scheduler.get_replica_scheduler(ReplicaId(i))
+                                   for i in range(driver.num_replicas)]
+        self.requests: Dict[int, Request] = {v._id: v for v in memo.values() if type(v) is Request}
+        self.token_limit = token_limit
+        error = driver.length_error  # predicted - true output length (None: the router is told the truth)
+        if error is not None:  # the router's view: every request runs its predicted length
+            for r in self.requests.values():
+                if not r._completed:
+                    self._set_length(r, r._num_decode_tokens + int(error[r._id]))
+        self.window = [r for r in self.requests.values() if not r._completed]
+        self.speed = driver.replica_speed
+
+    def _set_length(self, r: Request, decode: int) -> None:
+        done = max(r._num_processed_tokens, r._num_stage_processed_tokens)
+        total = min(max(r._num_prefill_tokens + max(decode, 1), done + 1), max(self.token_limit, done + 1))
+        r._num_decode_tokens = total - r._num_prefill_tokens
+
+    def add_arrivals(self, arrivals: np.ndarray) -> None:
+        """(time, prompt tokens, output tokens) rows as vidur arrivals in the copy."""
+        for t, p, d in arrivals:
+            r = Request(arrived_at=float(t), num_prefill_tokens=int(p), num_decode_tokens=int(d))
+            self.requests[r._id] = r
+            self.window.append(r)
+            ev = RequestArrivalEvent(float(t), r)
+            heapq.heappush(self.events, (ev._priority_number, ev))
+
+    def _route_pending(self, base: Heuristic) -> None:
+        for r in self.pending:
+            state = replica_state(self.replica_schedulers, self.requests, self.now, self.scheduler.decisions,
+                                  None, self.speed)
+            obs = {"replicas": state, "request": np.array([r._num_prefill_tokens, r._num_decode_tokens], dtype=np.float32)}
+            self.scheduler.decisions.append((ReplicaId(base.act(obs)), r))
+        self.pending = []
+
+    def run(self, first: int, base: Heuristic, until: float) -> None:
+        """Send the waiting request to `first`, the rest by `base`; simulate to `until` (inf: drain)."""
+        self.scheduler.decisions.append((ReplicaId(first), self.pending.pop(0)))
+        self._route_pending(base)
+        if self.held is not None:
+            self._push(self.held.handle_event(self.scheduler, self.store))
+        events, scheduler, store = self.events, self.scheduler, self.store
+        while events and events[0][1]._time <= until:
+            _, event = heapq.heappop(events)
+            self.now = event._time
+            if type(event) is GlobalScheduleEvent and scheduler._request_queue:
+                scheduler.sort_requests()
+                self.pending, scheduler._request_queue = scheduler._request_queue, []
+                self._route_pending(base)
+            self._push(event.handle_event(scheduler, store))
+        self.now = until if until != float("inf") else self.now
+
+    def _push(self, new_events) -> None:
+        for ev in new_events:
+            heapq.heappush(self.events, (ev._priority_number, ev))
+
+    def cost(self, start: float, kind: Cost) -> float:
+        """Cost accrued in [start, self.now] by the window's requests (unfinished ones censored at now)."""
+        total = 0.0
+        for r in self.window:
+            begin = max(r._arrived_at, start)
+            end = r._completed_at if r._completed else self.now
+            if end <= begin:
+                continue
+            if kind == Cost.latency:
+                total += end - begin
+            else:
+                total += (end - r._arrived_at) ** 2 - (begin - r._arrived_at) ** 2
+        return total
+
+
+class Lookahead(Heuristic):
+    """A planner with the router interface: `bind(env)` after each reset (run_episode does), then
+    `act(obs)`. `decision_seconds` keeps the wall time of every decision (ms per decision)."""
+
+    name = "lookahead"
+
+    def __init__(self, cfg: "LookaheadConfig | Mapping[str, Any] | None" = None, name: Optional[str] = None):
+        self.cfg = LookaheadConfig.of(cfg)
+        if name:
+            self.name = name
+        self.env = None
+        self.decision_seconds: List[float] = []
+
+    def reset(self, seed: Optional[int] = None) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._seen: List[tuple] = []  # (arrival time, prompt, predicted output) of every request routed
+
+    def bind(self, env) -> None:
+        self.env = env
+
+    def act(self, obs) -> int:
+        check(self.env is not None, "lookahead", "needs the env: call bind(env) after reset (run_episode does)", None)
+        t0 = time.perf_counter()
+        driver = self.env.driver
+        request = driver.current_request
+        self._seen.append((request._arrived_at, float(obs["request"][0]), float(obs["request"][1])))
+        candidates = self._candidates(obs["replicas"])
+        choice_ = candidates[0] if len(candidates) == 1 else self._plan(driver, candidates)
+        self.decision_seconds.append(time.perf_counter() - t0)
+        return int(choice_)
+
+    def _candidates(self, replicas: np.ndarray) -> np.ndarray:
+        k = self.cfg.candidates
+        if not k or k >= len(replicas):
+            return np.arange(len(replicas))
+        work = (replicas[:, ReplicaColumn.prefill_tokens_left] + replicas[:, ReplicaColumn.decode_tokens_left]) \
+            / replicas[:, ReplicaColumn.speed]
+        return np.sort(np.argsort(work, kind="stable")[:k])
+
+    def _futures(self, now: float) -> List[np.ndarray]:
+        """`samples` arrival sequences over the horizon, from the recent rate and lengths."""
+        cfg = self.cfg
+        if cfg.horizon_s <= 0:
+            return [np.zeros((0, 3))]
+        recent = np.asarray(self._seen[-cfg.history:])
+        span = recent[-1, 0] - recent[0, 0]
+        rate = (len(recent) - 1) / span if len(recent) > 1 and span > 0 else 0.0
+        out = []
+        for _ in range(cfg.samples):
+            n = self._rng.poisson(rate * cfg.horizon_s)
+            times = np.sort(now + self._rng.uniform(0, cfg.horizon_s, n))
+            rows = recent[self._rng.integers(len(recent), size=n)]
+            out.append(np.column_stack([times, rows[:, 1], np.maximum(rows[:, 2], 1)]))
+        return out
+
+    def _base(self) -> Heuristic:
+        """The base policy of one fork, afresh (a heuristic's state must not leak between candidates)."""
+        base = make_heuristic(self.cfg.base)
+        base.reset(0)
+        return base
+
+    def _plan(self, driver, candidates: np.ndarray) -> int:
+        cfg = self.cfg
+        now = driver.now
+        until = float("inf") if cfg.drain else now + cfg.horizon_s
+        limit = self.env.cluster.request_token_limit()
+        costs = np.zeros(len(candidates))
+        with compat.saved_id_counters():
+            for future in self._futures(now):
+                for j, c in enumerate(candidates):
+                    fork = _Fork(driver, limit)
+                    fork.add_arrivals(future)
+                    fork.run(int(c), self._base(), until)
+                    costs[j] += fork.cost(now, cfg.cost)
+        return int(candidates[int(np.argmin(costs))])
+
+
+def make_planner(name: str, overrides: Optional[Mapping[str, Any]] = None) -> Lookahead:
+    """A named planner (`PLANNERS`), its settings overridden by `overrides` (e.g. eval.lookahead)."""
+    check(name in PLANNERS, "eval.planners", f"must name planners ({', '.join(PLANNERS)})", name)
+    return Lookahead({**PLANNERS[name], **dict(overrides or {})}, name=name)
