@@ -77,7 +77,7 @@ def test_a_policy_trained_on_a_held_out_family_is_refused(tmp_path):
 
 
 def test_generalisation_smoke_suite_end_to_end(tmp_path):
-    """Two policies, two families (one held out), every report part: summary lines, W/T/L matrices,
+    """Two policies, two families (one held out) and a mixed cluster, every report part: summary lines, W/T/L matrices,
     capacity at SLO, heat map, rows tagged with family, load, split and the length predictor."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
@@ -92,10 +92,30 @@ def test_generalisation_smoke_suite_end_to_end(tmp_path):
     assert "### Win/tie/loss, held-out families (E2E P99)" in report and "| pb |" in report
     assert "### Capacity at SLO" in report and (tmp_path / "out" / "generalisation_heatmap.png").stat().st_size > 0
     rows = pd.read_csv(tmp_path / "out" / "metrics.csv")
-    assert set(rows["split"]) == {"train", "held_out"} and set(rows["family"]) == {"chat", "uniform"}
-    assert set(rows["scheduler"]) == {"pa", "pb", "round_robin", "jsq", "sita_e"}
+    assert set(rows["split"]) == {"train", "held_out", "mixed_held_out"} and set(rows["family"]) == {"chat", "uniform"}
+    # the capacity-aware heuristic runs where replicas differ; on identical ones it is least_work_left
+    assert set(rows[rows["split"] != "mixed_held_out"]["scheduler"]) == {"pa", "pb", "round_robin", "jsq", "sita_e"}
+    assert set(rows[rows["split"] == "mixed_held_out"]["scheduler"]) == {"pa", "pb", "round_robin", "jsq", "sita_e",
+                                                                         "least_work_left_time"}
+    assert "### Routers on held-out mixed clusters" in report and "of 1 held-out mixed-cluster scenarios" in report
     assert set(rows["length_predictor"]) == {"lognormal"}
     # paired: every router ran the same requests of each (scenario, seed)
     assert rows.groupby(["scenario", "seed"])["num_completed"].nunique().eq(1).all()
     cap = pd.read_csv(tmp_path / "out" / "capacity.csv")
     assert len(cap) == 2 * 5 and cap["capacity"].between(0.5, 1.5).all()
+
+
+def test_grid_mixes_are_hetero_scenarios_with_their_own_split():
+    mix = [{"count": 2, "device": "a100"}, {"count": 2, "device": "h100"}]
+    grid = GridConfig(families=["chat", "uniform"], train_families=["chat"], loads=[0.8], replicas=[2],
+                      mixes={"a100x2_h100x2": mix, "h100x4": [{"count": 4, "device": "h100"}]},
+                      train_mixes=["a100x2_h100x2"])
+    hetero = {s["name"]: s for s in grid.scenarios() if s.get("replicas")}
+    assert hetero["hetero_a100x2_h100x2_chat_rho0.8"]["split"] == "mixed_train"
+    assert hetero["hetero_a100x2_h100x2_uniform_rho0.8"]["split"] == "mixed_held_out"
+    assert hetero["hetero_h100x4_chat_rho0.8"]["split"] == "mixed_held_out"  # a train family on a held-out mix
+    assert hetero["hetero_a100x2_h100x2_chat_rho0.8"]["replicas"] == mix
+    with pytest.raises(ConfigError, match="eval.grid.mixes.bad"):
+        GridConfig(families=["chat"], mixes={"bad": [{"count": 2, "device": "tpu"}]})
+    with pytest.raises(ConfigError, match="eval.grid.train_mixes"):
+        GridConfig(families=["chat"], mixes={"m": mix}, train_mixes=["other"])

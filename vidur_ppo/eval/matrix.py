@@ -18,7 +18,8 @@ from vidur_ppo.routing.heuristics import HEURISTICS
 HIGHER_IS_BETTER = frozenset({"slo_attainment", "goodput_rps"})
 METRIC_LABELS = {"e2e_p99": "E2E P99", "ttft_p99": "TTFT P99", "ttft_p90": "TTFT P90",
                  "slo_attainment": "SLO attainment", "goodput_rps": "goodput"}
-SPLIT_LABELS = {"held_out": "held-out", "train": "training-family"}
+SPLIT_LABELS = {"held_out": "held-out", "train": "training-family", "mixed_held_out": "held-out mixed-cluster",
+                "mixed_train": "training mixed-cluster"}
 
 
 def _scheduler_order(names: Sequence[str]) -> List[str]:
@@ -203,7 +204,7 @@ def generalisation_report(rows: pd.DataFrame, capacity: pd.DataFrame, out_dir: P
     """The generalisation section of a suite report: summary lines (learned routers, then every
     heuristic; the best single heuristic named), win/tie/loss matrices on held-out and training
     families, capacity at SLO, and the heat map (written to out_dir)."""
-    grid = rows[rows["split"].isin(["held_out", "train", "overload"])]
+    grid = rows[rows["split"].isin(["held_out", "train", "overload", "mixed_held_out", "mixed_train"])]
     if grid.empty:
         return ""
     names = _scheduler_order(grid["scheduler"])
@@ -229,6 +230,13 @@ def generalisation_report(rows: pd.DataFrame, capacity: pd.DataFrame, out_dir: P
     if learned and (grid["split"] == "held_out").any():
         md += ["### Win/tie/loss, held-out families (TTFT P99)", "",
                matrix_md(win_tie_loss(grid, names, key="ttft_p99")), ""]
+    if (grid["split"] == "mixed_held_out").any():
+        mixed = [n for n in names if n in set(grid[grid["split"] == "mixed_held_out"]["scheduler"])]
+        md += ["### Routers on held-out mixed clusters (the best heuristic includes the capacity-aware ones)", "",
+               router_table(grid, capacity, mixed, split="mixed_held_out"), ""]
+        md += [f"- {summary_line(grid, capacity, n, split='mixed_held_out')}" for n in mixed]
+        md += ["", "### Win/tie/loss, held-out mixed clusters (E2E P99)", "",
+               matrix_md(win_tie_loss(grid, mixed, split="mixed_held_out")), ""]
     if capacity is not None and not capacity.empty:
         md += ["### Capacity at SLO (largest rho with >= 90% of requests meeting TTFT and TPOT SLOs; vs round-robin)",
                "", capacity_table_md(capacity), ""]

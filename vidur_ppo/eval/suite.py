@@ -13,9 +13,10 @@ from omegaconf import OmegaConf
 from vidur_ppo.checks import StrEnum, check, choice, positive
 from vidur_ppo.eval.slo_capacity import CapacityConfig
 from vidur_ppo.routing.env import EVAL_SEED_BASE
-from vidur_ppo.routing.heuristics import HEURISTICS
+from vidur_ppo.routing.heuristics import CAPACITY_AWARE, HEURISTICS
 from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 from vidur_ppo.routing.lookahead import make_planner
+from vidur_ppo.sim.cluster import ClusterSpec
 
 SCENARIO_KEYS = ("name", "num_replicas", "replicas", "qps_per_replica", "workload", "family", "num_requests",
                  "length_predictor", "load", "split")
@@ -38,6 +39,11 @@ class GridConfig:
     replicas: List[int] = field(default_factory=lambda: [2, 4, 8])
     overload_loads: List[float] = field(default_factory=list)  # rho > 1: transient, marked, never in the summary
     overload_replicas: List[int] = field(default_factory=lambda: [4])  # the cluster sizes overload runs on
+    # mixed clusters (ClusterSpec.replicas groups by name): hetero_<mix>_<family>_rho<load> scenarios, split
+    # mixed_train (a train family on a train mix) or mixed_held_out, reported apart from the homogeneous grid
+    mixes: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
+    train_mixes: List[str] = field(default_factory=list)  # a policy may train on these mixes
+    mix_families: List[str] = field(default_factory=list)  # the families run on every mix ([]: all `families`)
 
     def __post_init__(self) -> None:
         from vidur_ppo.workloads.families import family_names
@@ -51,6 +57,16 @@ class GridConfig:
               self.loads)
         check(all(x > 1 for x in self.overload_loads), "eval.grid.overload_loads", "must be > 1", self.overload_loads)
         check(all(r > 0 for r in self.replicas), "eval.grid.replicas", "must be > 0", self.replicas)
+        check(set(self.train_mixes) <= set(self.mixes), "eval.grid.train_mixes", "must name eval.grid.mixes",
+              self.train_mixes)
+        check(set(self.mix_families) <= set(self.families), "eval.grid.mix_families",
+              "must be a subset of eval.grid.families", self.mix_families)
+        for name, groups in self.mixes.items():
+            groups = [dict(g) for g in groups]
+            try:
+                ClusterSpec(num_replicas=sum(int(g.get("count", 0)) for g in groups), replicas=groups).validate()
+            except (ValueError, TypeError, KeyError) as exc:
+                check(False, f"eval.grid.mixes.{name}", f"must be replica groups of a cluster ({exc})", groups)
 
     def split_of(self, family: str) -> str:
         return "train" if family in self.train_families else "held_out"
@@ -65,6 +81,11 @@ class GridConfig:
                     split = "overload" if load > 1 else self.split_of(fam)
                     out.append({"name": f"{fam}_r{r}_rho{load:g}", "family": fam, "num_replicas": r, "load": load,
                                 "split": split})
+        for mix, groups in self.mixes.items():
+            for fam in self.mix_families or self.families:
+                split = "mixed_train" if fam in self.train_families and mix in self.train_mixes else "mixed_held_out"
+                out += [{"name": f"hetero_{mix}_{fam}_rho{load:g}", "family": fam, "replicas": [dict(g) for g in groups],
+                         "load": load, "split": split} for load in self.loads]
         return out
 
 
@@ -179,6 +200,8 @@ def suite_job(args) -> Dict[str, Any]:
             except ValueError as exc:  # e.g. the legacy GRU on another replica count
                 out["errors"].append(f"{scenario['name']}: {label} cannot run here: {exc}")
     routers = {h if isinstance(h, str) else h[0]: h for h in heuristics}  # names, or (planner, overrides)
+    keep = set(_heuristics_for(bool(first_env.cluster.replicas), [n for n, h in routers.items() if isinstance(h, str)]))
+    routers = {n: h for n, h in routers.items() if n in keep or not isinstance(h, str)}
     out["rows"] += [{**tag, **x} for x in evaluate(first_env, routers, [seed], details=details)]
     out["details"] = details
     return out
@@ -288,6 +311,11 @@ def capacity_targets(eval_cfg: EvalConfig) -> List[Tuple[Dict[str, Any], Dict[st
     return out
 
 
+def _heuristics_for(mixed: bool, heuristics: List[str]) -> List[str]:
+    """Identical replicas make the capacity-aware heuristics the blind ones (tests/test_hetero.py): run once."""
+    return heuristics if mixed else [h for h in heuristics if h not in CAPACITY_AWARE]
+
+
 def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str]) -> List[tuple]:
     """One bisection (eval/slo_capacity.py) per `capacity_targets` cluster x router."""
     from vidur_ppo.build import env_spec
@@ -302,14 +330,18 @@ def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str
         specs = {n: env_spec(cached_policy(d)[1]).for_suite_scenario(scenario, cap.num_requests) for n, d in dirs.items()}
         jobs += [(specs[n], n, d, cap, seeds, tags) for n, d in dirs.items()]
         first = next(iter(specs.values()))
-        jobs += [(first, h, None, cap, seeds, tags) for h in heuristics]
+        jobs += [(first, h, None, cap, seeds, tags) for h in _heuristics_for(bool(first.cluster.replicas), heuristics)]
     return jobs
 
 
 def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
     """How many jobs `run_suite` runs (for a progress bar)."""
     heuristics = [h for h in eval_cfg.routers() if isinstance(h, str)]
-    n_cap = len(capacity_targets(eval_cfg)) * (len(policy_dirs(policies)) + len(heuristics))
+    from vidur_ppo.build import env_spec
+
+    run_mixed = bool(env_spec(cached_policy(next(iter(policy_dirs(policies).values())))[1]).cluster.replicas)
+    n_cap = sum(len(policy_dirs(policies)) + len(_heuristics_for(run_mixed or bool(sc.get("replicas")), heuristics))
+                for sc, _ in capacity_targets(eval_cfg))
     return len(suite_jobs(policies, eval_cfg)) + n_cap
 
 
