@@ -4,7 +4,8 @@ At an arrival the planner copies what is in flight (vidur's replica schedulers, 
 the requests they hold; never the trace's future arrivals), sends the request to one candidate
 replica in the copy, and simulates the copy forward with vidur's own events:
 
-- `horizon_s: 0` is Block's one-step lookahead (arXiv 2508.03611): no further arrivals;
+- `horizon_s: 0` is Block's one-step lookahead (arXiv 2508.03611): no further arrivals, so only the
+  candidate replica is copied and run to completion with and without the request (its added cost);
 - `horizon_s > 0` is Bertsekas' rollout algorithm: `samples` futures of arrivals drawn from a
   workload model fitted on the requests seen so far (Poisson at the recent arrival rate, prompt and
   predicted output lengths resampled from recent requests), routed in the copy by a `base`
@@ -13,7 +14,8 @@ replica in the copy, and simulates the copy forward with vidur's own events:
 
 The candidate with the least cost accrued by every request in the window wins: `latency` is the
 time-integral of requests in the system (total sojourn), `squared` the integral of twice their age,
-sum (age_end^2 - age_start^2), which weighs long sojourns more (the tail). A real router does not
+sum (age_end^2 - age_start^2), which weighs long sojourns more (the tail); `own` is the routed
+request's own predicted E2E (Block's "least predicted E2E", the copy stops once it is done). A real router does not
 know output lengths: every request in the copy runs its *predicted* length (the env's length
 predictor; at least one token more than it has produced), so the planner reads what the other
 routers read. Id counters are restored after each plan, so planning never changes the real run.
@@ -46,6 +48,7 @@ copy._deepcopy_dispatch.setdefault(NativeExecutionTime, copy._deepcopy_atomic)
 class Cost(StrEnum):
     latency = "latency"  # time-integral of requests in the system over the window
     squared = "squared"  # sum over requests of age_end^2 - age_start^2 (long sojourns weigh more)
+    own = "own"  # the routed request's own predicted E2E (Block's "least predicted E2E"; stops once it is done)
 
 
 @dataclass
@@ -75,7 +78,7 @@ class LookaheadConfig:
 
 #: named planners (a suite's `eval.planners`): Block's one-step lookahead and the rollout algorithm
 PLANNERS: Dict[str, Dict[str, Any]] = {
-    "lookahead_one_step": {"horizon_s": 0.0, "samples": 1, "drain": True, "cost": "latency"},
+    "lookahead_one_step": {"horizon_s": 0.0, "samples": 1, "drain": True, "cost": "own"},
     "lookahead": {},  # LookaheadConfig's defaults
 }
 
@@ -83,18 +86,27 @@ PLANNERS: Dict[str, Dict[str, Any]] = {
 class _Fork:
     """A copy of the simulation's in-flight state that can run forward on its own."""
 
-    def __init__(self, driver, token_limit: int):
+    def __init__(self, driver, token_limit: int, replica: Optional[int] = None):
+        """`replica`: copy only that replica (its scheduler, events and requests) and the arriving request:
+        with no further arrivals (the one-step lookahead) no other replica can change."""
         sim, scheduler = driver.sim, driver.scheduler
         now = driver.now
+        only = None if replica is None else ReplicaId(replica)
         # the trace's future arrivals stay hidden; everything else in flight is copied
-        live = [e for e in sim._event_queue if type(e[1]) is not RequestArrivalEvent]
+        live = [e for e in sim._event_queue if type(e[1]) is not RequestArrivalEvent
+                and (only is None or getattr(e[1], "_replica_id", None) == only)]
         memo: Dict[int, Any] = {id(sim._config): sim._config}
-        for rs in driver._replica_schedulers:
+        for i, rs in enumerate(driver._replica_schedulers):
             memo[id(rs._execution_time_predictor)] = rs._execution_time_predictor
             memo[id(rs._config)] = rs._config
             memo[id(rs._replica_config)] = rs._replica_config
+            if only is not None and i != replica:
+                memo[id(rs)] = rs  # never touched: no event or decision of the fork reaches it
+        pending = driver._pending if only is None else driver._pending[:1]
         self.scheduler, self.events, self.store, self.pending, self.held = copy.deepcopy(
-            (scheduler, live, sim._metric_store, list(driver._pending), driver._held_event), memo)
+            (scheduler, live, sim._metric_store, list(pending), driver._held_event), memo)
+        if only is not None:
+            self.scheduler.decisions = [d for d in self.scheduler.decisions if d[0] == only]
         heapq.heapify(self.events)
         self.now = now
         self.replica_schedulers = [self.scheduler.get_replica_scheduler(ReplicaId(i))
@@ -131,14 +143,20 @@ class _Fork:
             self.scheduler.decisions.append((ReplicaId(base.act(obs)), r))
         self.pending = []
 
-    def run(self, first: int, base: Heuristic, until: float) -> None:
-        """Send the waiting request to `first`, the rest by `base`; simulate to `until` (inf: drain)."""
-        self.scheduler.decisions.append((ReplicaId(first), self.pending.pop(0)))
+    def run(self, first: Optional[int], base: Heuristic, until: float, stop_when_routed_done: bool = False) -> None:
+        """Send the waiting request to `first` (None: leave it out), the rest by `base`; simulate to `until`
+        (inf: until every request is done), or only until the routed request is done."""
+        request = self.routed = self.pending.pop(0)
+        if first is None:
+            self.window.remove(request)
+        else:
+            self.scheduler.decisions.append((ReplicaId(first), request))
         self._route_pending(base)
         if self.held is not None:
             self._push(self.held.handle_event(self.scheduler, self.store))
         events, scheduler, store = self.events, self.scheduler, self.store
-        while events and events[0][1]._time <= until:
+        watch = request if stop_when_routed_done else None
+        while events and events[0][1]._time <= until and not (watch is not None and watch._completed):
             _, event = heapq.heappop(events)
             self.now = event._time
             if type(event) is GlobalScheduleEvent and scheduler._request_queue:
@@ -154,6 +172,9 @@ class _Fork:
 
     def cost(self, start: float, kind: Cost) -> float:
         """Cost accrued in [start, self.now] by the window's requests (unfinished ones censored at now)."""
+        if kind == Cost.own:
+            r = self.routed
+            return (r._completed_at if r._completed else self.now) - r._arrived_at
         total = 0.0
         for r in self.window:
             begin = max(r._arrived_at, start)
@@ -235,11 +256,19 @@ class Lookahead(Heuristic):
         limit = self.env.cluster.request_token_limit()
         costs = np.zeros(len(candidates))
         with compat.saved_id_counters():
+            if cfg.horizon_s == 0:  # one-step: no arrivals, so only the candidate replica changes: its added cost
+                runs = ((None, -1.0), ) if cfg.cost != Cost.own else ()
+                for j, c in enumerate(candidates):
+                    for first, sign in ((int(c), 1.0), *runs):
+                        fork = _Fork(driver, limit, replica=int(c))
+                        fork.run(first, self._base(), until, stop_when_routed_done=cfg.cost == Cost.own)
+                        costs[j] += sign * fork.cost(now, cfg.cost)
+                return int(candidates[int(np.argmin(costs))])
             for future in self._futures(now):
                 for j, c in enumerate(candidates):
                     fork = _Fork(driver, limit)
                     fork.add_arrivals(future)
-                    fork.run(int(c), self._base(), until)
+                    fork.run(int(c), self._base(), until, stop_when_routed_done=cfg.cost == Cost.own)
                     costs[j] += fork.cost(now, cfg.cost)
         return int(candidates[int(np.argmin(costs))])
 
