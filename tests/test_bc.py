@@ -24,3 +24,27 @@ def test_bc_reaches_90_percent_agreement_with_lor():
     after = agreement(model, demos[4:])
     assert losses[-1] < losses[0]
     assert after >= 0.9, f"agreement {after:.3f} (before training {before:.3f})"
+
+
+def test_dagger_lets_the_policy_drive_and_the_planner_label():
+    import numpy as np
+    import pytest
+
+    from vidur_ppo.checks import ConfigError
+    from vidur_ppo.eval.paired import TorchPolicy
+    from vidur_ppo.ppo.bc import BCConfig, warm_start
+
+    env = VidurRoutingEnv(cluster={"num_replicas": 2}, workload={**WL, "num_requests": 40}, features="queue")
+    torch.manual_seed(0)
+    model = make_model({"name": "attn_gru"}, 2, env.features.num_features)
+    # the learner drives: the episode follows its actions, and every label is the teacher's choice there
+    visited = collect_demos(env, "lookahead_one_step", [3], learner=TorchPolicy(model))[0]
+    assert list(env._actions) != visited.actions.tolist()  # the untrained policy drove, not the teacher
+    assert 0.0 <= visited.learner_agreement <= 1.0 and len(visited.actions) == 40
+    cfg = BCConfig(teacher="lookahead_one_step", episodes=1, holdout_episodes=1, epochs=3, dagger_rounds=2,
+                   dagger_episodes=1)
+    train, result, seeds = warm_start(model, env, cfg, np.random.default_rng(0), 1000, 1)
+    assert len(train) == 3 and len(seeds) == 1  # the teacher's episode, then one policy-driven episode per round
+    assert {"dagger0_policy_agreement", "dagger1_policy_agreement", "agreement"} <= set(result)
+    with pytest.raises(ConfigError, match="bc.teacher"):
+        BCConfig(teacher="oracle")

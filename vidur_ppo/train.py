@@ -57,7 +57,7 @@ def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, demos_need
     from vidur_ppo.ppo.bc import collect_demos, warm_start as bc_warm_start
 
     if tc.bc.enabled and not run_state.bc_done:
-        bar = progress_bar(tc.logger.progress, tc.bc.epochs, 0, f"BC from {tc.bc.teacher}")
+        bar = progress_bar(tc.logger.progress, tc.bc.epochs * (1 + tc.bc.dagger_rounds), 0, f"BC from {tc.bc.teacher}")
         demos, result, run_state.bc_seeds = bc_warm_start(
             trainer.model, env, tc.bc, rng, tc.eval.seed_base, trainer.update_threads,
             progress=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))

@@ -1,7 +1,10 @@
-"""Behaviour-cloning warm start: imitate a heuristic before PPO.
+"""Behaviour-cloning warm start: imitate a teacher (a heuristic or a lookahead planner) before PPO.
 
-Demonstrations are whole episodes of the teacher heuristic in the training env (training seeds),
-stored as the model's input features and the teacher's actions. The actor is trained by
+Demonstrations are whole episodes of the teacher in the training env (training seeds), stored as
+the model's input features and the teacher's actions. With `bc.dagger_rounds` > 0 this is DAgger
+(Ross et al., 2011; expert iteration when the teacher is a planner): each round the *policy* drives
+`dagger_episodes` episodes, the teacher labels every state the policy visits, and the actor retrains
+on every label so far, so it learns the teacher's choice in the states its own mistakes lead to. The actor is trained by
 cross-entropy with truncated back-propagation through time: each episode is one long sequence,
 cut into `seq_len` chunks that carry the recurrent state forward (detached), as at rollout time.
 Agreement with the teacher is measured on held-out demonstration episodes. During PPO, the same
@@ -20,44 +23,64 @@ import torch.nn.functional as F
 
 from vidur_ppo.checks import check, positive
 from vidur_ppo.routing.env import VidurRoutingEnv
-from vidur_ppo.routing.heuristics import HEURISTICS, make_heuristic
+from vidur_ppo.routing.heuristics import HEURISTICS
 
 
 @dataclass
 class BCConfig:
     enabled: bool = True
-    teacher: str = "jsq"  # any heuristic name
+    teacher: str = "jsq"  # a heuristic, or a planner of routing/lookahead.py (PLANNERS)
     episodes: int = 6
     holdout_episodes: int = 2
     epochs: int = 25
     lr: float = 3e-3
     seq_len: int = 32
     batch_chunks: int = 32
+    dagger_rounds: int = 0  # DAgger rounds after cloning the teacher's own episodes (0: plain BC)
+    dagger_episodes: int = 2  # episodes the policy drives (and the teacher labels) per round
 
     def __post_init__(self) -> None:
-        check(self.teacher in HEURISTICS, "bc.teacher", f"must be one of {sorted(HEURISTICS)}", self.teacher)
-        positive(self, "bc", "episodes", "holdout_episodes", "epochs", "lr", "seq_len", "batch_chunks")
+        from vidur_ppo.routing.lookahead import PLANNERS
+
+        check(self.teacher in HEURISTICS or self.teacher in PLANNERS, "bc.teacher",
+              f"must be a heuristic or a planner ({', '.join([*HEURISTICS, *PLANNERS])})", self.teacher)
+        positive(self, "bc", "episodes", "holdout_episodes", "epochs", "lr", "seq_len", "batch_chunks",
+                 "dagger_episodes")
+        check(self.dagger_rounds >= 0, "bc.dagger_rounds", "must be >= 0", self.dagger_rounds)
 
 
 @dataclass
 class Demo:
     feats: torch.Tensor  # [T, R, F]
     actions: torch.Tensor  # [T]
+    learner_agreement: Optional[float] = None  # DAgger: share of the driving policy's actions the teacher agreed with
 
 
-def collect_demos(env: VidurRoutingEnv, teacher: str, seeds: Sequence[int]) -> List[Demo]:
+def collect_demos(env: VidurRoutingEnv, teacher: str, seeds: Sequence[int], learner=None) -> List[Demo]:
+    """One episode per seed, labelled by `teacher` at every decision; the teacher drives, or with a
+    `learner` (a policy obs -> action) the learner drives and the teacher only labels (DAgger).
+    A learner's demos record how often it already agreed (`Demo.learner_agreement`)."""
+    from vidur_ppo.eval.paired import make_router
+
     demos = []
     for seed in seeds:
-        policy = make_heuristic(teacher)
+        policy = make_router(teacher)
         policy.reset(seed)
         obs, _ = env.reset(seed=int(seed))
-        feats, actions, done = [], [], False
+        if hasattr(policy, "bind"):
+            policy.bind(env)
+        if learner is not None:
+            learner.reset(seed)
+        feats, actions, agreed, done = [], [], 0, False
         while not done:
             a = policy(obs)
             feats.append(obs["features"])
             actions.append(a)
-            obs, _, done, _, _ = env.step(a)
-        demos.append(Demo(torch.as_tensor(np.stack(feats)), torch.as_tensor(actions, dtype=torch.long)))
+            step = a if learner is None else learner(obs)
+            agreed += int(step == a)
+            obs, _, done, _, _ = env.step(step)
+        demos.append(Demo(torch.as_tensor(np.stack(feats)), torch.as_tensor(actions, dtype=torch.long),
+                          agreed / len(actions) if learner is not None else None))
     return demos
 
 
@@ -170,15 +193,25 @@ def warm_start(model, env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Genera
     """Behaviour cloning before PPO: demonstrations of the teacher on training seeds, cross-entropy
     with every core, agreement on held-out episodes. Returns (train demos, result for the log, the
     seeds of the train demos: a resumed run re-collects the same demonstrations from them)."""
+    from vidur_ppo.eval.paired import TorchPolicy
+
     seeds = [int(s) for s in rng.integers(seed_limit, size=cfg.episodes + cfg.holdout_episodes)]
     demos = collect_demos(env, cfg.teacher, seeds)
     train, held = demos[: cfg.episodes], demos[cfg.episodes:]
     threads = torch.get_num_threads()
     torch.set_num_threads(update_threads)  # no env workers yet
+    result = {"teacher": cfg.teacher}
     try:
         losses = train_bc(model, train, cfg.epochs, cfg.lr, cfg.seq_len, progress=progress)
+        for k in range(cfg.dagger_rounds):  # the policy drives, the teacher labels, retrain on the aggregate
+            visited = collect_demos(env, cfg.teacher, [int(s) for s in rng.integers(seed_limit, size=cfg.dagger_episodes)],
+                                    learner=TorchPolicy(model))
+            result[f"dagger{k}_policy_agreement"] = float(np.mean([d.learner_agreement for d in visited]))
+            train = train + visited
+            losses = train_bc(model, train, cfg.epochs, cfg.lr, cfg.seq_len, progress=progress)
     finally:
         torch.set_num_threads(threads)
-    result = {"teacher": cfg.teacher, "agreement": agreement(model, held), "final_loss": losses[-1],
-              "decisions": int(sum(len(d.actions) for d in train))}
+    result.update({"agreement": agreement(model, held), "final_loss": losses[-1],
+                   "decisions": int(sum(len(d.actions) for d in train))})
+    # a resumed run's fading BC re-collects the teacher's own episodes from these seeds (not DAgger's labels)
     return train, result, seeds[: cfg.episodes]
