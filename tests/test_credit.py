@@ -37,3 +37,41 @@ def test_assign_replaces_whole_episodes_and_refuses_partial_ones():
         credit.assign(raw, [(1, 0, np.arange(3.0))])  # began in an earlier rollout
     with pytest.raises(RuntimeError, match="ends inside an episode"):
         credit.assign(raw, [(3, 0, np.arange(4.0)), (5, 1, np.arange(6.0))])  # env 0's steps 4-5 unfinished
+
+
+def _episode_rewards(reference, policy):
+    from vidur_ppo.routing.heuristics import make_heuristic
+
+    env = VidurRoutingEnv(cluster={"num_replicas": 2}, slo_e2e=4.0,
+                          reward={"credit": "decision", "decision_power": 1.0, "reference": reference},
+                          workload={"kind": "synthetic", "num_requests": 50, "qps": 20.0, "prefill": PROMPTS,
+                                    "decode": OUTPUTS})
+    h = make_heuristic(policy)
+    obs, _ = env.reset(seed=3)
+    h.reset(3)
+    done = False
+    while not done:
+        obs, _, done, _, info = env.step(h(obs))
+    return info["decision_rewards"], env.driver.per_request()
+
+
+def test_reference_rewards_cancel_the_trace_and_keep_the_difference():
+    # the reference itself driving: every request's reward is exactly 0 (same trace, same predictions)
+    same, _ = _episode_rewards("jsq", "jsq")
+    np.testing.assert_allclose(same, 0.0, atol=1e-12)
+    # another router: the rewards sum to the reference's total latency minus its own (power 1: the
+    # time-integral of requests in the system, in SLO units)
+    rel, req = _episode_rewards("jsq", "random")
+    absolute, ref_req = _episode_rewards(None, "jsq")
+    assert np.sum(rel) == pytest.approx((ref_req["e2e"].sum() - req["e2e"].sum()) / 4.0, rel=1e-9)
+    assert np.abs(rel).max() > 0
+
+
+def test_a_reference_needs_decision_credit():
+    from vidur_ppo.checks import ConfigError
+    from vidur_ppo.routing.rewards import RewardConfig
+
+    with pytest.raises(ConfigError, match="reward.reference"):
+        RewardConfig(reference="jsq")
+    with pytest.raises(ConfigError, match="reward.reference"):
+        RewardConfig(credit="decision", reference="oracle")

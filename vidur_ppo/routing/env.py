@@ -164,7 +164,29 @@ class VidurRoutingEnv(gym.Env):
         e2e = np.where(done, req["e2e"], self.driver.now - np.asarray(req["arrived_at"], dtype=float))
         by_id = dict(zip(np.asarray(req["request_id"]).tolist(), e2e.tolist()))
         lat = np.array([by_id[i] for i in self._routed], dtype=np.float64)
-        return -np.power(np.maximum(lat, 0.0) / self.slo_e2e, self.decision_credit)
+        out = -np.power(np.maximum(lat, 0.0) / self.slo_e2e, self.decision_credit)
+        if self.reward.cfg.reference is not None:  # minus the reference's reward for the same request, same trace
+            ref = self.reference_e2e(self.reward.cfg.reference)[np.asarray(self._routed)]
+            out += np.power(ref / self.slo_e2e, self.decision_credit)
+        return out
+
+    def reference_e2e(self, router: str) -> np.ndarray:
+        """E2E per request id of this episode's trace under a heuristic, told the same predicted lengths."""
+        from vidur_ppo.routing.heuristics import make_heuristic
+
+        trace = self.driver.trace
+        driver = SimDriver(self.cluster, trace, record_token_times=False, length_error=self.driver.length_error,
+                           replica_speed=self.replica_speed)
+        policy = make_heuristic(router)
+        policy.reset(self.episode_seed)
+        request = driver.next_decision()
+        while request is not None:
+            request = driver.assign(policy({"replicas": driver.replica_state(),
+                                            "request": request_vector(request, self._predicted)}))
+        req = driver.per_request()
+        e2e = np.zeros(len(trace.arrived_at))
+        e2e[np.asarray(req["request_id"])] = req["e2e"]
+        return e2e
 
     def _partial_summary(self) -> Dict[str, float]:
         """Metrics of the requests finished so far (an episode ended by the safety monitor)."""

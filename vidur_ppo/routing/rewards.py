@@ -48,11 +48,21 @@ class RewardConfig:
     clip: float = 8.0
     credit: Credit = Credit.completion  # decision: -(E2E / SLO) ** decision_power at the routing decision
     decision_power: float = 2.0
+    # decision credit relative to a reference heuristic on the *same* trace (common random numbers, an
+    # input-dependent baseline, Mao et al. ICLR'19): each request's reward minus its reward under the
+    # reference, so the arrival sequence's own luck cancels out; None: absolute rewards
+    reference: Optional[str] = None
 
     def __post_init__(self) -> None:
+        from vidur_ppo.routing.heuristics import HEURISTICS
+
         positive(self, "reward", "latency_threshold", "clip", "decision_power")
         choice(self, "reward", "latency_metric", LatencyMetric)
         choice(self, "reward", "credit", Credit)
+        check(self.reference is None or self.reference in HEURISTICS, "reward.reference",
+              f"must be a heuristic ({', '.join(HEURISTICS)}) or null", self.reference)
+        check(self.reference is None or self.credit == Credit.decision, "reward.reference",
+              "needs reward.credit=decision (the per-request rewards it is subtracted from)", self.reference)
         unknown = set(self.weights) - {"latency", "throughput", "imbalance"}
         check(not unknown, "reward.weights", "has unknown components (latency, throughput, imbalance)", sorted(unknown))
 
