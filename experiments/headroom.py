@@ -131,7 +131,7 @@ def main() -> None:
           "**Headroom** = (best heuristic - search) / best heuristic, E2E P99, mean over seeds: what at least is "
           "possible. **Share** = (best heuristic - router) / (best heuristic - search), summed over seeds "
           "(negative: worse than the best heuristic; above 1: beyond what the search found).", "",
-          f"Planner cost, mean ms per decision: " + ", ".join(f"`{k}` {v:.0f} ms" for k, v in ms.items()), "",
+          "Planner cost, mean ms per decision: " + ", ".join(f"`{k}` {v:.0f} ms" for k, v in ms.items()), "",
           f"![headroom]({fig.name})", ""]
     for split, label in (("held_out", "Homogeneous (4 replicas), held-out families"),
                          ("train", "Homogeneous (4 replicas), training family"),

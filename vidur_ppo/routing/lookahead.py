@@ -53,8 +53,8 @@ class Cost(StrEnum):
 
 @dataclass
 class LookaheadConfig:
-    horizon_s: float = 5.0  # sampled arrivals over this window (0: none, Block's one-step lookahead)
-    samples: int = 2  # sampled futures per candidate, the same for every candidate
+    horizon_s: float = 3.0  # sampled arrivals over this window (0: none, Block's one-step lookahead)
+    samples: int = 1  # sampled futures per candidate, the same for every candidate
     base: str = "least_work_left"  # routes the sampled arrivals inside the fork
     cost: Cost = Cost.squared
     drain: bool = False  # simulate until every request of the window is done (else: censor at the horizon)
@@ -204,6 +204,8 @@ class Lookahead(Heuristic):
     def reset(self, seed: Optional[int] = None) -> None:
         self._rng = np.random.default_rng(seed)
         self._seen: List[tuple] = []  # (arrival time, prompt, predicted output) of every request routed
+        self._own_base = make_heuristic(self.cfg.base)  # the base heuristic on the real episode (ties)
+        self._own_base.reset(seed)
 
     def bind(self, env) -> None:
         self.env = env
@@ -215,7 +217,8 @@ class Lookahead(Heuristic):
         request = driver.current_request
         self._seen.append((request._arrived_at, float(obs["request"][0]), float(obs["request"][1])))
         candidates = self._candidates(obs["replicas"])
-        choice_ = candidates[0] if len(candidates) == 1 else self._plan(driver, candidates)
+        fallback = self._own_base.act(obs)  # equal costs (e.g. all censored) go to the base heuristic's choice
+        choice_ = candidates[0] if len(candidates) == 1 else self._plan(driver, candidates, fallback)
         self.decision_seconds.append(time.perf_counter() - t0)
         return int(choice_)
 
@@ -249,10 +252,11 @@ class Lookahead(Heuristic):
         base.reset(0)
         return base
 
-    def _plan(self, driver, candidates: np.ndarray) -> int:
+    def _plan(self, driver, candidates: np.ndarray, fallback: int) -> int:
         cfg = self.cfg
         now = driver.now
-        until = float("inf") if cfg.drain else now + cfg.horizon_s
+        # `own` follows the routed request to its end (arrivals still only within the horizon)
+        until = float("inf") if cfg.drain or cfg.cost == Cost.own else now + cfg.horizon_s
         limit = self.env.cluster.request_token_limit()
         costs = np.zeros(len(candidates))
         with compat.saved_id_counters():
@@ -263,14 +267,20 @@ class Lookahead(Heuristic):
                         fork = _Fork(driver, limit, replica=int(c))
                         fork.run(first, self._base(), until, stop_when_routed_done=cfg.cost == Cost.own)
                         costs[j] += sign * fork.cost(now, cfg.cost)
-                return int(candidates[int(np.argmin(costs))])
+                return self._pick(candidates, costs, fallback)
             for future in self._futures(now):
                 for j, c in enumerate(candidates):
                     fork = _Fork(driver, limit)
                     fork.add_arrivals(future)
                     fork.run(int(c), self._base(), until, stop_when_routed_done=cfg.cost == Cost.own)
                     costs[j] += fork.cost(now, cfg.cost)
-        return int(candidates[int(np.argmin(costs))])
+        return self._pick(candidates, costs, fallback)
+
+    @staticmethod
+    def _pick(candidates: np.ndarray, costs: np.ndarray, fallback: int) -> int:
+        """The least cost; among equal costs (within 1e-9 relative) the base heuristic's choice, else the first."""
+        tied = candidates[costs <= costs.min() + 1e-9 * max(abs(costs.min()), 1.0)]
+        return int(fallback) if fallback in tied else int(tied[0])
 
 
 def make_planner(name: str, overrides: Optional[Mapping[str, Any]] = None) -> Lookahead:
