@@ -19,7 +19,7 @@ from vidur_ppo.routing.rewards import RewardConfig, reward_config
 from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
-from vidur_ppo.workloads import WORKLOADS, workload_spec
+from vidur_ppo.workloads import WORKLOADS, workload_spec, zoo
 from vidur_ppo.workloads.capacity import qps_at_load
 
 
@@ -92,10 +92,12 @@ class EnvSpec:
             load = None
         if load is not None:
             load, wl["qps"] = qps_at_load(cluster, wl, load)
-        if num_requests is not None and wl.get("kind") == "synthetic":
+        if num_requests is not None and wl.get("kind") in ("synthetic", "zoo"):
             wl["num_requests"] = num_requests
         elif num_requests is not None and not wl.get("max_requests"):  # a trace: seeds pick windows of this size
             wl["max_requests"] = num_requests
+        if wl.get("kind") == "zoo":  # every family re-measured on the scenario cluster
+            wl = zoo.resolve(cluster, wl)
         safety = dataclasses.replace(self.safety, terminate=False) if serve_all else self.safety
         lengths = self.length_predictor if length_predictor is None else LengthPredictorConfig.of(length_predictor)
         return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_predictor=lengths,
@@ -150,6 +152,8 @@ def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
     load = workload.pop("load", None)
     if load is not None:  # rho of this cluster's capacity for these lengths -> qps
         load, workload["qps"] = qps_at_load(cluster, workload, load)
+    if workload.get("kind") == "zoo":  # each family's capacity on this cluster
+        workload = zoo.resolve(cluster, workload)
     return EnvSpec(cluster=cluster, workload=workload, load=load,
                    reward=reward_config(_plain(get("reward"))), features=features_config(_plain(get("features"))),
                    safety=SafetyConfig.of(_plain(get("safety"))), slo_e2e=float(get("slo_e2e", DEFAULT_SLO_E2E)),

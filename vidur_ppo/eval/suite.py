@@ -285,10 +285,12 @@ def check_held_out(policies: Policies, grid: GridConfig) -> None:
     if not grid.families:
         return
     for name, run_dir in policy_dirs(policies).items():
-        fam = family_of(env_spec(cached_policy(run_dir)[1]).workload, grid.families)
-        check(fam is None or fam in grid.train_families, "eval.grid.train_families",
-              f"must include the family {name} ({run_dir}) was trained on, {fam!r}: it would be judged on its "
-              "training family as if held out", grid.train_families)
+        workload = env_spec(cached_policy(run_dir)[1]).workload
+        fams = workload["families"] if workload.get("kind") == "zoo" else [family_of(workload, grid.families)]
+        for fam in fams:
+            check(fam is None or fam not in grid.families or fam in grid.train_families, "eval.grid.train_families",
+                  f"must include the family {name} ({run_dir}) was trained on, {fam!r}: it would be judged on its "
+                  "training family as if held out", grid.train_families)
 
 
 def capacity_targets(eval_cfg: EvalConfig) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:

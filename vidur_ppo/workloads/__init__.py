@@ -111,8 +111,10 @@ class TraceWorkloadConfig:
             choice(self, "workload", key, enum)
 
 
-WorkloadConfig = Union[SyntheticWorkloadConfig, TraceWorkloadConfig]
-WORKLOADS = {"synthetic": SyntheticWorkloadConfig, "trace": TraceWorkloadConfig}
+from vidur_ppo.workloads.zoo import ZooWorkloadConfig, make_zoo  # noqa: E402 (the zoo builds on the two above)
+
+WorkloadConfig = Union[SyntheticWorkloadConfig, TraceWorkloadConfig, ZooWorkloadConfig]
+WORKLOADS = {"synthetic": SyntheticWorkloadConfig, "trace": TraceWorkloadConfig, "zoo": ZooWorkloadConfig}
 
 
 def workload_spec(spec: Union[WorkloadConfig, Mapping[str, Any], None]) -> Dict[str, Any]:
@@ -136,6 +138,8 @@ def workload_spec(spec: Union[WorkloadConfig, Mapping[str, Any], None]) -> Dict[
 def make_workload(spec: Union[WorkloadConfig, Mapping[str, Any], None]) -> sim_workload.Workload:
     """The simulator's workload (synthetic generator or trace replay) for a config; one-line errors."""
     spec = workload_spec(spec)
+    if spec.get("kind") == "zoo":
+        return make_zoo(spec)
     if "load" in spec:
         raise ConfigError("workload.load needs a cluster to resolve against: build the env through "
                           "vidur_ppo.build.env_spec (or set workload.qps)")

@@ -15,7 +15,8 @@ RATE_KEYS = ("qps", "qps_max", "num_requests", "load", "start_time", "max_reques
 
 
 def family_names() -> List[str]:
-    return sorted(p.stem for p in WORKLOAD_CONF.glob("*.yaml"))
+    """The workload files that are one family (zoo.yaml draws from several: not a family itself)."""
+    return sorted(p.stem for p in WORKLOAD_CONF.glob("*.yaml") if p.stem != "zoo")
 
 
 def family_spec(name: str) -> Dict[str, Any]:
