@@ -58,7 +58,7 @@ def test_unknown_option_fails_listing_available():
     ("ppo.gamma=-0.1", "ppo.gamma must be in [0, 1]"),
     ("ppo.seq_len=33", "ppo.seq_len must divide"),
     ("env.replica_scheduler=fcfs", "replica_scheduler='fcfs'"),
-    ("bc.teacher=oracle", "bc.teacher must be one of"),
+    ("bc.teacher=oracle", "bc.teacher must be a heuristic or a planner"),
     ("eval.baselines=[rr]", "eval.baselines must be heuristics"),
     ("workload.qps=0", "workload.qps must be > 0"),
     ("reward.credit=decision", "ppo.rollout_steps must be a multiple of workload.num_requests=1000"),
