@@ -25,9 +25,9 @@ import pandas as pd
 from common import eval_config, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = ["grid.loads=[0.95]", "grid.replicas=[4]", "grid.overload_loads=[]", "grid.mix_families=[chat]",
-            "seeds=2", "num_requests=500", "capacity.replicas=[]", "capacity.mixes=false",
-            "planners=[lookahead_one_step,lookahead]"]
+DEFAULTS = ["eval.grid.loads=[0.95]", "eval.grid.replicas=[4]", "eval.grid.overload_loads=[]",
+            "eval.grid.mix_families=[chat]", "eval.seeds=2", "eval.num_requests=500", "eval.capacity.replicas=[]",
+            "eval.capacity.mixes=false", "eval.planners=[lookahead_one_step,lookahead]"]
 
 
 def search_jobs(policies, ev, budget: int):
@@ -100,15 +100,19 @@ def main() -> None:
     ap.add_argument("--default", type=Path, default=ROOT / "multirun" / "generalisation" / "default")
     ap.add_argument("--budget", type=int, default=150, help="full simulations per trace for the offline search")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    ap.add_argument("--reuse-routers", action="store_true", help="keep headroom/metrics.csv of an earlier run of "
+                                                                  "the same settings and only run the search")
     ap.add_argument("overrides", nargs="*", help="eval overrides (after this script's defaults)")
     args = ap.parse_args()
     t0 = time.time()
     ev = eval_config("generalisation", [*DEFAULTS, *args.overrides])
     policies = {"ppo_headline": str(args.headline), "ppo_default": str(args.default)}
     out = args.out / "headroom"
-    bar = tqdm(total=suite_size(policies, ev), desc="routers")
-    _, failed = run_suite(policies, ev, out, progress=lambda: bar.update(1))
-    bar.close()
+    failed = {}
+    if not (args.reuse_routers and (out / "metrics.csv").exists()):
+        bar = tqdm(total=suite_size(policies, ev), desc="routers")
+        _, failed = run_suite(policies, ev, out, progress=lambda: bar.update(1))
+        bar.close()
     t_suite = time.time() - t0
     jobs = search_jobs(policies, ev, args.budget)
     bar = tqdm(total=len(jobs), desc="offline search")
@@ -121,10 +125,11 @@ def main() -> None:
     fig = plot(table, routers, args.out / "headroom.png")
     ms = rows[rows["scheduler"].isin(ev.planners)].groupby("scheduler")["decision_ms"].mean()
     wall = time.time() - t0
-    cmd = " ".join(["python experiments/headroom.py", f"--budget {args.budget}", *args.overrides])
+    cmd = " ".join(["python experiments/headroom.py", f"--budget {args.budget}",
+                    *(["--reuse-routers"] if args.reuse_routers else []), *args.overrides])
     md = ["# Headroom: the best heuristic, the lookahead planners, and an offline search", "",
           f"`{cmd}`: {wall / 60:.0f} min on this 2-core machine ({t_suite / 60:.0f} min the routers, the rest the "
-          f"search). {ev.seeds} test seeds from {ev.seed_list()[0]}, {ev.num_requests} requests per episode, rho 0.95, "
+          f"search{'; the routers of an earlier run kept' if args.reuse_routers else ''}). {ev.seeds} test seeds from {ev.seed_list()[0]}, {ev.num_requests} requests per episode, rho 0.95, "
           "predicted output lengths (lognormal sigma 0.5) for every router and planner; the search alone knows the "
           "trace (arrivals and true lengths). Planner settings were chosen on validation seeds (200000+); see "
           "perf_attempts.md.", "",
@@ -148,7 +153,7 @@ def main() -> None:
         md += [f"## {label}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         md += ["| " + " | ".join(map(str, b)) + " |" for b in [*body, mean]] + [""]
     table.to_csv(out / "headroom_table.csv", index=False, float_format=CSV_FLOAT_FORMAT)
-    write_results(args.out / "headroom.md", md[:1] + [""], "\n".join(md[2:]), failed, wall)
+    write_results(args.out / "headroom.md", md[:1] + ["", ""], "\n".join(md[2:]), failed, wall)
 
 
 if __name__ == "__main__":
