@@ -24,6 +24,11 @@ from headroom import DEFAULTS
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _rel(path: str) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def decision_ms(run_dir: str, spec, seed: int) -> float:
     """Mean wall time of one policy decision (model forward and argmax) over one episode."""
     from vidur_ppo.eval.paired import TorchPolicy
@@ -52,12 +57,13 @@ def main() -> None:
     ap.add_argument("--distilled", default=str(ROOT / "multirun" / "expert_iteration" / "distilled"))
     ap.add_argument("--ppo", default=str(ROOT / "multirun" / "expert_iteration" / "seed0"))
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
+    ap.add_argument("--name", default="expert_iteration", help="results/<name>.md and results/<name>/")
     args = ap.parse_args()
     t0 = time.time()
     ev = eval_config("generalisation", [*[o for o in DEFAULTS if not o.startswith("eval.planners")], "eval.planners=[]"])
     policies = {"ei_distilled": args.distilled, "ei_ppo": args.ppo}
     policies = {k: v for k, v in policies.items() if (Path(v) / "checkpoint.pt").exists()}
-    out = args.out / "expert_iteration"
+    out = args.out / args.name
     _, failed = run_suite(policies, ev, out)
     rows = pd.read_csv(out / "metrics.csv")
     planner = pd.read_csv(args.out / "headroom" / "metrics.csv")
@@ -83,7 +89,9 @@ def main() -> None:
     md.append("| **mean** | | " + " | ".join(mean) + " |")
     wall = time.time() - t0
     header = ["# Expert iteration: the distilled planner and PPO from it", "",
-              f"`python experiments/expert_iteration.py`: {wall / 60:.0f} min on this 2-core machine. Scenarios, seeds "
+              f"`python experiments/expert_iteration.py --distilled {_rel(args.distilled)} --ppo {_rel(args.ppo)} "
+              f"--name {args.name}`: "
+              f"{wall / 60:.0f} min on this 2-core machine. Scenarios, seeds "
               "and traces of experiments/headroom.py (rho 0.95; 4 replicas per family, the mixed clusters on chat; "
               f"{ev.seeds} test seeds, {ev.num_requests} requests; predicted lengths for every router). E2E P99, paired "
               "95% CI (negative: the policy is better).", "",
@@ -91,7 +99,7 @@ def main() -> None:
               + f", `lookahead_one_step` {planner_ms:.0f} ms (its teacher; "
               + ", ".join(f"{planner_ms / v:.0f}x" for v in cost.values()) + " cheaper; timed while another "
               "experiment shared the cores).", "", ""]
-    write_results(args.out / "expert_iteration.md", header, "\n".join(md), failed, wall)
+    write_results(args.out / f"{args.name}.md", header, "\n".join(md), failed, wall)
 
 
 if __name__ == "__main__":
