@@ -37,9 +37,9 @@ from vidur.events.request_arrival_event import RequestArrivalEvent
 from vidur.types import ReplicaId
 
 from vidur_ppo.checks import StrEnum, check, choice, from_mapping, positive
-from vidur_ppo.routing.heuristics import HEURISTICS, Heuristic, make_heuristic
+from vidur_ppo.routing.heuristics import HEURISTICS, Heuristic, LeastWorkLeftTime, make_heuristic
 from vidur_ppo.sim import compat
-from vidur_ppo.sim.driver import ReplicaColumn, replica_state
+from vidur_ppo.sim.driver import replica_state
 
 # vidur's native execution times are immutable and cannot be pickled: a fork shares them
 copy._deepcopy_dispatch.setdefault(NativeExecutionTime, copy._deepcopy_atomic)
@@ -226,8 +226,7 @@ class Lookahead(Heuristic):
         k = self.cfg.candidates
         if not k or k >= len(replicas):
             return np.arange(len(replicas))
-        work = (replicas[:, ReplicaColumn.prefill_tokens_left] + replicas[:, ReplicaColumn.decode_tokens_left]) \
-            / replicas[:, ReplicaColumn.speed]
+        work = LeastWorkLeftTime().load(replicas)  # outstanding tokens / replica speed
         return np.sort(np.argsort(work, kind="stable")[:k])
 
     def _futures(self, now: float) -> List[np.ndarray]:
