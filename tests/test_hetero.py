@@ -113,3 +113,22 @@ def test_replica_speeds_are_measured_per_group_and_weigh_the_routers(cache_dir):
     np.testing.assert_allclose(share, speed / speed.sum(), atol=0.02)  # requests in proportion to speed
     assert (np.bincount(actions(env, "least_work_left_time"), minlength=4)[2:] >
             np.bincount(actions(env, "least_work_left_time"), minlength=4)[:2].max()).all()
+
+
+def test_a_mixed_runs_homogeneous_scenarios_are_identical_replicas():
+    """A suite row `{num_replicas: 4}` means 4 identical replicas even for a run trained on a 4-replica
+    mix (it used to keep the mix when the counts matched, and refuse other sizes)."""
+    from vidur_ppo.build import EnvSpec
+    from vidur_ppo.routing.features import FeaturesConfig
+    from vidur_ppo.routing.rewards import RewardConfig
+    from vidur_ppo.routing.safety import SafetyConfig
+
+    mixed = ClusterSpec(num_replicas=4, replicas=A100_H100)
+    spec = EnvSpec(cluster=mixed, workload={"kind": "synthetic", "qps": 8.0, "num_requests": 10},
+                   reward=RewardConfig(), features=FeaturesConfig(), safety=SafetyConfig())
+    for r in (2, 4, 8):
+        row = spec.for_suite_scenario({"name": f"chat_r{r}", "num_replicas": r}, 10).cluster
+        assert row.replicas is None and row.num_replicas == r and row.device == "a100"
+    assert spec.for_suite_scenario({"name": "own"}, 10).cluster == mixed  # no size given: the run's own mix
+    other = spec.for_suite_scenario({"name": "h", "replicas": A40_A100TP2}, 10).cluster
+    assert other.replicas == A40_A100TP2 and other.num_replicas == 3

@@ -57,7 +57,8 @@ class EnvSpec:
         """This spec on another cluster size / load / workload. QPS scales with the replica count
         unless given; `workload` keys override the run's (a workload of another kind, or any with
         `replace_workload`, replaces it: a whole family spec must not inherit the run's keys);
-        `replicas` (groups, see ClusterSpec.replicas) makes the scenario cluster a mix;
+        `replicas` (groups, see ClusterSpec.replicas) makes the scenario cluster a mix, and
+        `num_replicas` without them makes it identical replicas of the base spec (`env.device`...);
         a run (or `workload`) with `load` re-resolves its QPS from the scenario cluster's capacity
         unless `qps` (or workload.qps) is given; `serve_all` switches off the safety
         monitor's episode termination (evaluation serves every request)."""
@@ -76,9 +77,10 @@ class EnvSpec:
             cluster = dataclasses.replace(cluster, replicas=groups, num_replicas=sum(int(g["count"]) for g in groups))
             cluster.validate()
             num_replicas = None if num_replicas in (None, cluster.num_replicas) else num_replicas
-        if num_replicas is not None and cluster.replicas and num_replicas != cluster.num_replicas:
-            check(False, "num_replicas", "cannot resize a mixed cluster (env.replicas): give the scenario its own "
-                  "`replicas` groups instead", num_replicas)
+        elif num_replicas is not None and cluster.replicas:
+            # an explicit size without groups means identical replicas (the cluster's base spec): a mixed
+            # run's homogeneous suite rows must not silently keep its mix
+            cluster = dataclasses.replace(cluster, replicas=None)
         if num_replicas is not None:
             if wl.get("kind") == "synthetic" and qps is None and load is None and wl.get("qps"):
                 scale = num_replicas / cluster.num_replicas
@@ -110,7 +112,7 @@ class EnvSpec:
         from vidur_ppo.workloads.families import family_spec
 
         mix = scenario.get("replicas")
-        r = (sum(int(g["count"]) for g in mix) if mix else None) or scenario.get("num_replicas") or self.cluster.num_replicas
+        r = (sum(int(g["count"]) for g in mix) if mix else None) or scenario.get("num_replicas")  # None: the run's own
         workload = scenario.get("workload")
         if scenario.get("family"):
             workload = {**family_spec(scenario["family"]), **(workload or {})}
@@ -118,7 +120,7 @@ class EnvSpec:
         check(not (kind == "trace" and scenario.get("qps_per_replica")), f"eval.scenarios[{scenario.get('name')}]"
               ".qps_per_replica", "would rescale the trace's own arrival times; set workload.qps on the scenario "
               "to rescale it on purpose", scenario.get("qps_per_replica"))
-        qps = scenario["qps_per_replica"] * r if scenario.get("qps_per_replica") else None
+        qps = scenario["qps_per_replica"] * (r or self.cluster.num_replicas) if scenario.get("qps_per_replica") else None
         if scenario.get("load") is not None:
             workload, qps = {**(workload or {}), "load": scenario["load"]}, None
         return self.scenario(num_replicas=r, qps=qps, num_requests=scenario.get("num_requests") or num_requests,

@@ -339,10 +339,7 @@ def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str
 def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
     """How many jobs `run_suite` runs (for a progress bar)."""
     heuristics = [h for h in eval_cfg.routers() if isinstance(h, str)]
-    from vidur_ppo.build import env_spec
-
-    run_mixed = bool(env_spec(cached_policy(next(iter(policy_dirs(policies).values())))[1]).cluster.replicas)
-    n_cap = sum(len(policy_dirs(policies)) + len(_heuristics_for(run_mixed or bool(sc.get("replicas")), heuristics))
+    n_cap = sum(len(policy_dirs(policies)) + len(_heuristics_for(bool(sc.get("replicas")), heuristics))
                 for sc, _ in capacity_targets(eval_cfg))
     return len(suite_jobs(policies, eval_cfg)) + n_cap
 
