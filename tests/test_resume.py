@@ -51,7 +51,7 @@ def reference(tmp_path_factory):
     return run_dir
 
 
-@pytest.mark.parametrize("kill_after", [3, 5])
+@pytest.mark.parametrize("kill_after", [4])  # mid-run of 6 updates; one kill point keeps CI under its 10 min
 def test_kill_9_then_resume_equals_the_uninterrupted_run(reference, tmp_path, kill_after):
     proc = _start(tmp_path)
     try:
