@@ -47,6 +47,14 @@ def test_option_trains_a_few_updates(overrides, tmp_path):
         assert "kl_coef" in rows[0] and "early_stopped" in rows[0]
         if "bc.enabled=true" in overrides:
             assert coefs[0] > coefs[-1] and float(rows[0]["bc_coef"]) > 0 and "bc_loss" in rows[0]
+    if "bc.enabled=true" in overrides:  # the warm start is kept as a policy dir of its own, PPO moved on from it
+        import torch
+
+        distilled = torch.load(tmp_path / "distilled" / "checkpoint.pt", weights_only=False)
+        final = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+        assert distilled["update"] == 0 and final["update"] == 3
+        assert any(not torch.equal(distilled["model"][k], final["model"][k]) for k in final["model"])
+        assert (tmp_path / "distilled" / "config.yaml").read_text() == (tmp_path / "config.yaml").read_text()
     if any(o.startswith("curriculum=") for o in overrides):
         events = (tmp_path / "events.csv").read_text()
         assert "curriculum" in events

@@ -22,6 +22,8 @@ from vidur_ppo.checks import ConfigError
 
 LOCK = "run.lock"
 RUN_FILES = ("metrics.csv", "events.csv", checkpoint.CHECKPOINT, "config.yaml", "features.json", "eval.csv", "report.md")
+#: <run dir>/distilled/: the policy right after BC (+ DAgger), a policy dir of its own (RunState.snapshot)
+DISTILLED = "distilled"
 #: what `resume=` may change: budgets and reporting, never what the run has learnt from so far
 RESUMABLE_KEYS = ("ppo.num_updates", "checkpoint_every", "logger", "logger.", "eval", "eval.", "torch_threads",
                   "torch_threads_update")
@@ -77,6 +79,9 @@ def claim(run_dir: Path, resume: bool, overwrite: bool) -> Path:
                               "continues it, overwrite=true starts it over")
         for f in used:
             (run_dir / f).unlink()
+        import shutil
+
+        shutil.rmtree(run_dir / DISTILLED, ignore_errors=True)  # the old run's warm start (RunState.snapshot)
     return lock
 
 
@@ -132,6 +137,17 @@ class RunState:
         self.bc_seeds, self.wandb_id, self.sampler_state = ckpt.get("bc_seeds"), ckpt.get("wandb_id"), ckpt.get("sampler")
         print(f"resuming {self.run_dir} from update {trainer.update}", file=sys.stderr)
         return trainer.update
+
+    def snapshot(self, name: str) -> Path:
+        """run_dir/<name>/: a copy of the checkpoint with the run's config and features, a policy dir
+        of its own (`evaluate checkpoint=<run dir>/distilled` evaluates the warm start without PPO)."""
+        import shutil
+
+        out = self.run_dir / name
+        out.mkdir(exist_ok=True)
+        for f in (checkpoint.CHECKPOINT, "config.yaml", "features.json"):
+            shutil.copy2(self.run_dir / f, out / f)
+        return out
 
     def save(self, trainer, rng: np.random.Generator) -> Path:
         extra: Dict[str, Any] = {"sampler": self.sampler.state_dict()} if self.sampler is not None else {}
