@@ -2,7 +2,7 @@
 
     python experiments/generalisation.py [eval.seeds=5] [eval.grid.replicas=[4]] ...
 
-Evaluates the headline policy (`experiment=headline`, seed 0 of experiments/headline.py's runs) and
+Evaluates the headline policy (`experiment=headline`, seed 0 of experiments/headline_issue14.py's runs) and
 the default run (`python -m vidur_ppo.train`, trained here when missing) with `eval=generalisation`
 (conf/eval/generalisation.yaml: every zoo family x rho 0.5/0.8/0.95 x 2/4/8 replicas, chat the only
 training family, predicted output lengths for every router, capacity at SLO by bisection). No
@@ -38,8 +38,8 @@ def ensure_default_run(run_dir: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--headline", type=Path, default=ROOT / "multirun" / "headline" / "seed0",
-                    help="the headline run dir (python experiments/headline.py trains it)")
+    ap.add_argument("--headline", type=Path, default=ROOT / "multirun" / "headline_issue14" / "seed0",
+                    help="the headline run dir (python experiments/headline_issue14.py trains it)")
     ap.add_argument("--default", type=Path, default=ROOT / "multirun" / "generalisation" / "default",
                     help="the default run dir (trained here when missing)")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")

@@ -1,17 +1,27 @@
-"""The headline result: the winning configuration against every heuristic, target by target.
+"""The headline (issue 17): one learned router, chosen on validation seeds, against every heuristic and
+the lookahead planner on the generalisation suite's held-out families and mixes, target by target.
 
-    python experiments/headline.py [--seeds 3] [--eval-seeds 10] [--requests 1000]
+    python experiments/headline.py --choose   # step 2 only: the candidates on validation seeds
+    python experiments/headline.py            # the rest, with the chosen candidate
 
-Trains `experiment=headline` (conf/experiment/headline.yaml) once per training seed with
-`python -m vidur_ppo.train`, timing each run, then evaluates every trained policy and every
-heuristic of conf/eval/headline.yaml on the same held-out traces (seeds 100000 + i, never drawn
-in training) in that file's scenarios: the heavy training scenario, light load, 2 and 8 replicas,
-and a second workload shape, plus heavy load with noisy output lengths (what the size split is
-worth without an oracle); --eval-seeds and --requests override its `seeds` and `num_requests`.
-The learned scheduler's metric on a trace is the mean over the trained policies, so each
-comparison is paired by trace, and CIs are Student-t over the traces (95%). Writes
-experiments/results/headline.{md,json,csv} and a bar plot; finished training runs are reused,
-so an interrupted run continues.
+1. Trains every candidate (CANDIDATES: conf/experiment files) per training seed with
+   `python -m vidur_ppo.train`, timed, into multirun/headline/<candidate>/seed<s>/. Each run keeps
+   its warm start (BC + DAgger from the planner) as seed<s>/distilled/: PPO's own teacher.
+2. Choice (`--choose`): each candidate's PPO policy and every heuristic on validation seeds (200000+)
+   of the test grid below. The candidate with the least mean E2E P99 relative to each scenario's best
+   heuristic over the held-out families and held-out mixes is written to results/headline_choice.json.
+   Test seeds are never looked at here.
+3. Test grid: every suite family on 4 identical replicas and every suite mix on chat, code completion
+   and summarisation, all at rho 0.95 of the cluster's measured capacity, predicted output lengths for
+   every router, test seeds (100000+); the chosen policy (PPO, and its distilled warm start) and every
+   heuristic on the same traces -> results/headline/metrics.csv.
+4. Share of the headroom, on experiments/headroom.py's traces (2 seeds, 500 requests; its offline
+   search bound and the planner rows): the chosen policies run there -> results/headline/headroom_rows.csv.
+5. Capacity at SLO on the mixed clusters (chat): the chosen policies' bisections beside the heuristics'
+   of results/heterogeneous/capacity.csv (same seeds, requests, SLO and tolerance; measured here when
+   that file is missing) -> results/headline/capacity.csv.
+Writes experiments/results/headline.{md,json} and headline.png. Finished parts are reused, so an
+interrupted run continues; --fresh re-runs steps 3-5.
 """
 
 from __future__ import annotations
@@ -25,258 +35,308 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
-from vidur_ppo.eval.stats import mean_ci, paired_diff_ci
-from vidur_ppo.eval.suite import EvalConfig, run_jobs, suite_jobs
+from common import eval_config
+from expert_iteration import decision_ms
+from headroom import DEFAULTS as HEADROOM_DEFAULTS, headroom_table
 
 ROOT = Path(__file__).resolve().parents[1]
-HEADLINE_EVAL = ROOT / "conf" / "eval" / "headline.yaml"  # the scenarios, heuristics, seeds and requests
-ISSUE_HEURISTICS = ["lor", "jsq", "least_work_left", "power_of_two"]  # the issue's "best heuristic" bar
-# The scenarios the targets below are measured on (names of conf/eval/headline.yaml's scenarios),
-# with the headings of their report sections.
-LABELS = {
-    "heavy_r4": "heavy load (training scenario)",
-    "light_r4": "light load",
-    "heavy_r2": "2 replicas (unseen)",
-    "heavy_r8": "8 replicas (unseen)",
-    "prefill_heavy_r4": "second workload shape: long prompts, bursty (unseen)",
-    "heavy_r4_noisy_lengths": "heavy load, routers told each output length x exp(N(0, 0.5^2)), as from a length predictor",
-}
-METRICS = [("e2e_p99", "E2E P99"), ("e2e_p50", "E2E P50"), ("ttft_p90", "TTFT P90"), ("ttft_p99", "TTFT P99"),
-           ("tbt_p99", "TBT P99"), ("throughput_rps", "req/s")]
+RESULTS = ROOT / "experiments" / "results"
+# the experiment files (conf/experiment/<name>.yaml) the choice is made among
+CANDIDATES = ("expert_iteration", "expert_iteration_hetero", "expert_iteration_hetero_zoo")
+TEST_GRID = ["eval.grid.loads=[0.95]", "eval.grid.replicas=[4]", "eval.grid.overload_loads=[]",
+             "eval.capacity.replicas=[]", "eval.capacity.mixes=false", "eval.planners=[]"]
+HELD_OUT = ("held_out", "mixed_held_out")
+LEARNED, DISTILLED = "learned", "distilled"
 
 
-def train(seeds, root: Path, overrides) -> dict:
-    """Train one run per seed (skipping finished ones); returns wall seconds per seed."""
-    walls = {}
-    for seed in seeds:
-        run_dir = root / f"seed{seed}"
-        wall_file = run_dir / "wall_s.txt"
-        if (run_dir / "checkpoint.pt").exists() and wall_file.exists():
-            walls[seed] = float(wall_file.read_text())
-            continue
-        print(f"training seed {seed} -> {run_dir}", flush=True)
+def train(candidate: str, seed: int, runs: Path) -> tuple:
+    """One training run (skipped when finished); (run dir, wall seconds)."""
+    run_dir = runs / candidate / f"seed{seed}"
+    wall_file = run_dir / "wall_s.txt"
+    if not ((run_dir / "checkpoint.pt").exists() and wall_file.exists()):
+        print(f"training {candidate} seed {seed} -> {run_dir}", flush=True)
         t0 = time.time()
-        out = subprocess.run([sys.executable, "-m", "vidur_ppo.train", "experiment=headline", f"seed={seed}",
-                              "logger.progress=false", f"hydra.run.dir={run_dir}", *overrides],
-                             capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", "vidur_ppo.train", f"experiment={candidate}",
+                              f"seed={seed}", "logger.progress=false", f"hydra.run.dir={run_dir}"],
+                             capture_output=True, text=True, cwd=ROOT)
         if out.returncode != 0:
-            sys.exit(f"training seed {seed} failed:\n{out.stderr[-3000:]}")
-        walls[seed] = time.time() - t0
-        wall_file.write_text(f"{walls[seed]:.1f}")
-    return walls
+            sys.exit(f"training {candidate} seed {seed} failed:\n{out.stderr[-3000:]}")
+        wall_file.write_text(f"{time.time() - t0:.1f}")
+    return run_dir, float(wall_file.read_text())
 
 
-def load_eval(seeds=None, num_requests=None, workers=None) -> EvalConfig:
-    """conf/eval/headline.yaml as a validated EvalConfig, with the command line's overrides."""
-    raw = OmegaConf.load(HEADLINE_EVAL)
-    raw.pop("defaults", None)  # `schema` is EvalConfig, merged here as Hydra would
-    cli = {k: v for k, v in {"seeds": seeds, "num_requests": num_requests, "workers": workers}.items() if v is not None}
-    ev = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(EvalConfig), raw, cli))
-    missing = sorted(set(LABELS) - {sc["name"] for sc in ev.scenarios})
-    if missing:
-        sys.exit(f"{HEADLINE_EVAL} lacks the scenarios the targets are measured on: {', '.join(missing)}")
-    return ev
+def suite_rows(policies: dict, ev, out_dir: Path, fresh: bool) -> pd.DataFrame:
+    """metrics.csv of a suite run of `policies` (kept from an earlier run unless `fresh`)."""
+    from tqdm.auto import tqdm
 
+    from vidur_ppo.eval.suite import run_suite, suite_size
 
-def heuristics_of(ev: EvalConfig) -> list:
-    """The heuristics the suite runs on every trace (as `suite_jobs` picks them)."""
-    return list(suite_jobs(".", ev)[0][3])
-
-
-def evaluate_all(run_dirs, ev: EvalConfig) -> pd.DataFrame:
-    """Every (scenario, trace): each trained policy, then every heuristic, on that one trace."""
-    per_run = [suite_jobs(rd, ev) for rd in run_dirs]  # each: (scenario, seed) jobs of one run
-    jobs = []
-    for same_trace in zip(*per_run):  # the heuristics run once per trace, with the first policy
-        jobs += [(i, (*job[:3], list(job[3]) if i == 0 else [], *job[4:])) for i, job in enumerate(same_trace)]
-    try:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(jobs), desc="evaluate")
-    except ImportError:  # pragma: no cover
-        bar = None
-    results = run_jobs([j for _, j in jobs], ev.workers, progress=bar.update if bar else None)
-    if bar:
+    if fresh or not (out_dir / "metrics.csv").exists():
+        bar = tqdm(total=suite_size(policies, ev), desc=out_dir.name)
+        _, failed = run_suite(policies, ev, out_dir, progress=lambda: bar.update(1))
         bar.close()
-    rows = []
-    for (i, _), res in zip(jobs, results):
-        if res["errors"]:
-            sys.exit("\n".join(res["errors"]))
-        for r in res["rows"]:
-            if r["scheduler"] == "ppo":
-                r["scheduler"], r["train_seed"] = f"ppo_{i}", i
-            rows.append(r)
-    df = pd.DataFrame(rows)
-    # The learned scheduler on a trace: the mean over the trained policies.
-    ppo = df[df.scheduler.str.startswith("ppo_")].groupby(["scenario", "seed"], as_index=False).mean(numeric_only=True)
-    ppo["scheduler"] = "ppo"
-    return pd.concat([df, ppo], ignore_index=True)
+        if failed:
+            sys.exit(f"failed scenarios in {out_dir}: {failed}")
+    return pd.read_csv(out_dir / "metrics.csv")
 
 
-def series(df, scenario, scheduler, key):
-    sub = df[(df.scenario == scenario) & (df.scheduler == scheduler)].sort_values("seed")
-    return sub[key].to_numpy()
+def choose(runs: Path, seed: int, out: Path) -> str:
+    """Step 2: the candidate whose PPO policy is best vs the best heuristic on validation seeds."""
+    from vidur_ppo.eval.matrix import paired_vs
+
+    policies = {name: str(train(name, seed, runs)[0]) for name in CANDIDATES}
+    ev = eval_config("generalisation", [*TEST_GRID, "eval.split=validation", "eval.seeds=3"])
+    rows = suite_rows(policies, ev, out / "headline_validation", fresh=False)
+    held = rows[rows["split"].isin(HELD_OUT)]
+    score = {name: float(paired_vs(held, name, "best")["diff"].mean()) for name in policies}
+    chosen = min(score, key=score.get)
+    lines = ["# Headline: the choice on validation seeds", "",
+             f"`python experiments/headline.py --choose`: {ev.seeds} validation seeds from {ev.seed_list()[0]}, "
+             f"{ev.num_requests} requests, the test grid's scenarios (rho 0.95; 4 identical replicas per family, "
+             "every mix on chat, code completion and summarisation). Each candidate's PPO policy (training seed "
+             f"{seed}), mean E2E P99 vs each held-out scenario's best heuristic (paired by trace):", "",
+             "| candidate | held-out families | held-out mixes | all held-out |", "|---|---:|---:|---:|"]
+    for name in policies:
+        by = paired_vs(held, name, "best").join(held.groupby("scenario")["split"].first())
+        fam, mix = (by[by["split"] == s]["diff"].mean() for s in HELD_OUT)
+        lines.append(f"| {name} | {100 * fam:+.1f}% | {100 * mix:+.1f}% | {100 * score[name]:+.1f}% |")
+    lines += ["", f"Chosen: **{chosen}** (conf/experiment/{chosen}.yaml). Per-scenario tables: "
+              "[headline_validation/report.md](headline_validation/report.md).", ""]
+    (out / "headline_validation.md").write_text("\n".join(lines))
+    (out / "headline_choice.json").write_text(json.dumps({"chosen": chosen, "validation_score": score}, indent=1))
+    print("\n".join(lines))
+    return chosen
 
 
-def best_of(df, scenario, names, key="e2e_p99"):
-    return min(names, key=lambda n: series(df, scenario, n, key).mean())
+def mean_over_seeds(rows: pd.DataFrame, names: dict) -> pd.DataFrame:
+    """Adds `learned` / `distilled` rows: per trace, the mean over the training seeds' policies."""
+    out = [rows]
+    for label, members in names.items():
+        sub = rows[rows["scheduler"].isin(members)]
+        if len(sub):
+            keys = ["scenario", "seed"]
+            agg = sub.groupby(keys, as_index=False).mean(numeric_only=True)
+            agg = agg.merge(sub.groupby(keys, as_index=False)[["split"]].first(), on=keys)
+            agg["scheduler"] = label
+            out.append(agg)
+    return pd.concat(out, ignore_index=True)
 
 
-def rel(df, scenario, a, b, key):
-    d, h = paired_diff_ci(series(df, scenario, a, key), series(df, scenario, b, key))
-    return 100 * d, 100 * h
+def capacity(policies: dict, path: Path, fresh: bool) -> pd.DataFrame:
+    """Step 5: capacity at SLO on the heterogeneous suite's mixes, the policies beside the heuristics."""
+    from tqdm.auto import tqdm
+
+    from vidur_ppo.eval.slo_capacity import capacity_job
+    from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, capacity_jobs, run_jobs
+
+    if path.exists() and not fresh:
+        return pd.read_csv(path)
+    ev = eval_config("heterogeneous")
+    known = RESULTS / "heterogeneous" / "capacity.csv"
+    heuristics = [] if known.exists() else [h for h in ev.routers() if isinstance(h, str)]
+    jobs = capacity_jobs(policies, ev, heuristics)
+    bar = tqdm(total=len(jobs), desc="capacity at SLO")
+    rows = pd.DataFrame(run_jobs(jobs, ev.workers, bar.update, fn=capacity_job))
+    bar.close()
+    if known.exists():
+        theirs = pd.read_csv(known)
+        rows = pd.concat([rows, theirs[~theirs["scheduler"].str.startswith("ppo")]], ignore_index=True)
+    rows.to_csv(path, index=False, float_format=CSV_FLOAT_FORMAT)
+    return rows
 
 
-def targets(df, walls, heavy_beats_rr) -> list:
-    """One row per target of the issue: measured paired difference, CI, and whether it holds."""
+def capacity_vs_best(cap: pd.DataFrame, router: str) -> pd.DataFrame:
+    """Per mix: the router's capacity at SLO and the best heuristic's (a policy row is not a heuristic)."""
+    from vidur_ppo.routing.heuristics import HEURISTICS
+
     out = []
-
-    def add(target, scenario, key, ref, goal, test):
-        d, h = rel(df, scenario, "ppo", ref, key)
-        out.append({"target": target, "scenario": scenario, "metric": key, "reference": ref,
-                    "diff_pct": d, "ci_pct": h, "goal": goal, "met": bool(test(d, h))})
-
-    h = "heavy_r4"
-    add("E2E P99 >= 30% below round-robin", h, "e2e_p99", "round_robin", "<= -30%", lambda d, c: d <= -30)
-    add("E2E P99 >= 10% below the best of LOR/JSQ/LWL/P2C", h, "e2e_p99", best_of(df, h, ISSUE_HEURISTICS),
-        "<= -10%", lambda d, c: d <= -10)
-    add("TTFT P99 >= 10% below the best heuristic", h, "ttft_p99", best_of(df, h, ISSUE_HEURISTICS, "ttft_p99"),
-        "<= -10%", lambda d, c: d <= -10)
-    add("TTFT P90 no worse than round-robin", h, "ttft_p90", "round_robin", "CI reaches <= 0", lambda d, c: d - c <= 0)
-    add("TTFT P90 no worse than the best heuristic", h, "ttft_p90", best_of(df, h, ISSUE_HEURISTICS, "ttft_p90"),
-        "CI reaches <= 0", lambda d, c: d - c <= 0)
-    add("throughput within 1% of round-robin", h, "throughput_rps", "round_robin", ">= -1%", lambda d, c: d >= -1)
-    for sc in ("light_r4", "heavy_r2", "heavy_r8", "prefill_heavy_r4"):
-        add("E2E P99 no worse than the best of LOR/JSQ/LWL/P2C", sc, "e2e_p99", best_of(df, sc, ISSUE_HEURISTICS),
-            "CI reaches <= 0", lambda d, c: d - c <= 0)
-        add("E2E P99 no worse than SITA-E (our stronger heuristic)", sc, "e2e_p99", "sita_e",
-            "CI reaches <= 0", lambda d, c: d - c <= 0)
-    add("E2E P99 vs SITA-E (our stronger heuristic)", h, "e2e_p99", "sita_e", "CI reaches <= 0",
-        lambda d, c: d - c <= 0)
-    noisy = "heavy_r4_noisy_lengths"  # not an issue target: how much of the gain needs exact lengths
-    add("robustness: E2E P99 with noisy output lengths vs the best of LOR/JSQ/LWL/P2C", noisy, "e2e_p99",
-        best_of(df, noisy, ISSUE_HEURISTICS), "CI reaches <= 0", lambda d, c: d - c <= 0)
-    worst = max(walls.values())
-    out.append({"target": "beats round-robin on the heavy scenario within 15 min of training (2 cores)",
-                "scenario": h, "metric": "wall_s", "reference": "round_robin", "diff_pct": float("nan"),
-                "ci_pct": float("nan"), "goal": "<= 900 s", "measured": f"{worst:.0f} s (slowest seed)",
-                "met": bool(worst <= 900 and heavy_beats_rr)})
-    bench = ROOT / "experiments" / "results" / "bench_env.json"
-    if bench.exists():
-        v = json.loads(bench.read_text())["vector"]
-        ratio = v.get("free_running_2_over_single", float("nan"))
-        out.append({"target": "env decisions/s with 2 workers >= 1.7x one worker (policy in the worker)",
-                    "scenario": "bench_env", "metric": "decisions/s", "reference": "1 worker",
-                    "diff_pct": float("nan"), "ci_pct": float("nan"), "goal": ">= 1.7x",
-                    "measured": f"{ratio:.2f}x (experiments/results/bench_env.json)", "met": bool(ratio >= 1.7)})
-    return out
+    for fam, g in cap.groupby("family", sort=False):
+        h = g[g["scheduler"].isin(list(HEURISTICS))].set_index("scheduler")["capacity"]
+        mine = g[g["scheduler"] == router]["capacity"]
+        if len(mine) and len(h):
+            out.append({"mix": fam, "split": g["split"].iloc[0], "best": h.idxmax(), "best_capacity": h.max(),
+                        "capacity": float(mine.mean()), "gain": float(mine.mean() / h.max() - 1)})
+    return pd.DataFrame(out)
 
 
-def scenario_table(df, sc, heuristics) -> list:
-    names = ["ppo"] + [n for n in df[df.scenario == sc].scheduler.unique() if n.startswith("ppo_")] + list(heuristics)
-    best = best_of(df, sc, ISSUE_HEURISTICS)
-    lines = ["| scheduler | " + " | ".join(lab for _, lab in METRICS) +
-             f" | E2E P99 vs round_robin | E2E P99 vs {best} (best of 4) | E2E P99 vs sita_e |",
-             "|---|" + "---:|" * (len(METRICS) + 3)]
-    for n in names:
-        cells = []
-        for key, _ in METRICS:
-            m, h = mean_ci(series(df, sc, n, key))
-            cells.append(f"{m:.3g} ± {h:.2g}")
-        for ref in ("round_robin", best, "sita_e"):
-            d, h = rel(df, sc, n, ref, "e2e_p99")
-            cells.append("—" if n == ref else f"{d:+.1f}% ± {h:.1f}")
-        label = {"ppo": "**ppo (mean of trained policies)**", "lor": "lor (vidur's: waiting only)"}.get(n, n)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+def fmt(diff: float, half: float) -> str:
+    return f"{100 * diff:+.1f}% ± {100 * half:.1f}"
 
 
-def plot(df, scenarios, path: Path) -> None:
+def plot(vs: dict, cap: pd.DataFrame, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["ppo", "round_robin", "jsq", "least_work_left", "power_of_two", "sita_e"]
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(3.4 * len(scenarios), 3.6))
-    for ax, sc in zip(axes, scenarios):
-        vals = [mean_ci(series(df, sc["name"], n, "e2e_p99")) for n in names]
-        ax.bar(range(len(names)), [v[0] for v in vals], yerr=[v[1] for v in vals], capsize=3,
-               color=["tab:red"] + ["tab:gray"] * 4 + ["tab:blue"])
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_title(sc["name"], fontsize=9)
-        ax.set_ylabel("E2E P99 (s)")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [3, 1]})
+    names = list(vs)
+    scen = list(vs[names[0]].index)
+    x = np.arange(len(scen))
+    width = 0.8 / len(names)
+    for i, n in enumerate(names):
+        t = vs[n].reindex(scen)
+        ax.bar(x + i * width, 100 * t["diff"].clip(-60, 60), width, yerr=100 * t["half"].clip(upper=60), capsize=2,
+               label=n)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xticks(x + 0.4 - width / 2, [s.replace("_rho0.95", "").replace("hetero_", "") for s in scen], rotation=60,
+                  ha="right", fontsize=7)
+    ax.set_ylabel("E2E P99 vs the best heuristic (%)")
+    ax.set_title("Held-out scenarios, rho 0.95 (below 0: better than the best heuristic; 95% CI)")
+    ax.legend(fontsize=8)
+    held = cap[cap["split"] != "train"]
+    y = np.arange(len(held))
+    bx.barh(y - 0.2, held["best_capacity"], 0.4, label="best heuristic", color="grey")
+    bx.barh(y + 0.2, held["capacity"], 0.4, label=LEARNED)
+    bx.set_yticks(y, [m.replace("mix_", "") for m in held["mix"]], fontsize=7)
+    bx.set_xlabel("capacity at SLO (x the mix's measured capacity)")
+    bx.set_title("Held-out mixes (chat)")
+    bx.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
 
 
 def main() -> None:
+    from vidur_ppo.eval.matrix import paired_vs
+    from vidur_ppo.eval.suite import cached_policy
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3, help="training seeds")
-    ap.add_argument("--eval-seeds", type=int, default=None,
-                    help="held-out traces per scenario (default: `seeds` of conf/eval/headline.yaml, 10)")
-    ap.add_argument("--requests", type=int, default=None,
-                    help="requests per trace (default: `num_requests` of conf/eval/headline.yaml, 1000)")
-    ap.add_argument("--workers", type=int, default=None, help="evaluation processes (default: `workers`, 2)")
+    ap.add_argument("--choose", action="store_true", help="step 2 only: train the candidates, pick one on validation")
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--seeds", type=int, default=5, help="test seeds per scenario")
+    ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--runs", type=Path, default=ROOT / "multirun" / "headline")
-    ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
-    ap.add_argument("--report-only", action="store_true", help="re-render the report from headline.csv")
-    ap.add_argument("overrides", nargs="*", help="extra train overrides (key=value)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where the results go (inputs: experiments/results)")
+    ap.add_argument("--fresh", action="store_true", help="re-run the evaluations (steps 3-5) even if their files exist")
     args = ap.parse_args()
     t0 = time.time()
-    ev = load_eval(args.eval_seeds, args.requests, args.workers)
-    args.eval_seeds, args.requests = ev.seeds, ev.num_requests
-    heuristics = heuristics_of(ev)
-    seeds = list(range(args.seeds))
-    if args.report_only:  # re-render from the saved evaluation (and the runs' recorded walls)
-        walls = {s: float((args.runs / f"seed{s}" / "wall_s.txt").read_text()) for s in seeds}
-        df = pd.read_csv(args.out / "headline.csv")
-        trained_now = False
-    else:
-        trained_now = not all((args.runs / f"seed{s}" / "wall_s.txt").exists() for s in seeds)
-        walls = train(seeds, args.runs, args.overrides)
-        run_dirs = [args.runs / f"seed{s}" for s in seeds]
-        df = evaluate_all(run_dirs, ev)
-    args.out.mkdir(parents=True, exist_ok=True)
-    if not args.report_only:
-        df.to_csv(args.out / "headline.csv", index=False)
-    per_seed_beats = [series(df, "heavy_r4", f"ppo_{i}", "e2e_p99").mean() < series(df, "heavy_r4", "round_robin", "e2e_p99").mean()
-                      for i in range(len(seeds))]
-    tg = targets(df, walls, all(per_seed_beats))
-    plot(df, ev.scenarios, args.out / "headline.png")
-    cfg = (ROOT / "conf" / "experiment" / "headline.yaml").read_text()
-    cmd = "python experiments/headline.py " + " ".join(
-        [f"--seeds {args.seeds}", f"--eval-seeds {args.eval_seeds}"] + list(args.overrides))
-    timing = (f"training {sum(walls.values()) / 60:.0f} min on 2 cores"
-              + ("" if trained_now else " (recorded when the runs were trained; finished runs are reused)")
-              + ("" if args.report_only else f", {(time.time() - t0) / 60:.0f} min in all, training included"))
-    md = ["# Headline: the learned scheduler against every heuristic", "",
-          f"Command: `{cmd}` ({timing}). "
-          f"{len(seeds)} training seeds (wall per run: " + ", ".join(f"{w:.0f} s" for w in walls.values()) + "); "
-          f"{args.eval_seeds} held-out traces per scenario (seeds {ev.seed_base}..{ev.seed_list()[-1]}), "
-          f"{args.requests} requests each, the same traces for every scheduler. \"ppo\" is the mean of the trained "
-          "policies on each trace; differences are paired by trace, mean ± 95% CI half-width (negative = better). "
-          "The issue's \"best heuristic\" is the best of LOR / JSQ / least-work-left / power-of-two per scenario; "
-          "SITA-E (size-interval assignment with equalised load, `heuristics.SITAE`) is the stronger heuristic this "
-          "project adds, and the PPO policy's behaviour-cloning teacher.", "",
-          "## Targets", "", "| target | scenario | reference | measured | goal | met |", "|---|---|---|---:|---|---|"]
-    for t in tg:
-        measured = t.get("measured") or f"{t['diff_pct']:+.1f}% ± {t['ci_pct']:.1f}"
-        md.append(f"| {t['target']} | {t['scenario']} | {t['reference']} | {measured} | {t['goal']} | "
-                  f"{'yes' if t['met'] else '**no**'} |")
-    md += ["", "![E2E P99 per scenario](headline.png)", "", "## Winning configuration", "",
-           "`python -m vidur_ppo.train experiment=headline` (conf/experiment/headline.yaml):", "", "```yaml",
-           cfg.strip(), "```", ""]
-    for sc in ev.scenarios:
-        sub = df[df.scenario == sc["name"]]
-        md += [f"## {sc['name']}: {LABELS.get(sc['name'], sc['name'])} ({int(sub.replicas.iloc[0])} replicas, "
-               f"{sub.qps.iloc[0]:g} QPS)", ""]
-        md += scenario_table(df, sc["name"], heuristics) + [""]
-    (args.out / "headline.md").write_text("\n".join(md))
-    (args.out / "headline.json").write_text(json.dumps({"targets": tg, "walls_s": walls, "command": cmd}, indent=1))
-    print("\n".join(md[:len(tg) + 8]))
+    out = args.out
+    choice = out / "headline_choice.json"
+    if args.choose or not choice.exists():
+        choose(args.runs, args.train_seeds[0], out)
+        if args.choose:
+            return
+    chosen = json.loads(choice.read_text())["chosen"]
+    trained = {s: train(chosen, s, args.runs) for s in args.train_seeds}
+    ppo = {f"ppo_s{s}": str(d) for s, (d, _) in trained.items()}
+    distilled = {f"distilled_s{s}": str(d / "distilled") for s, (d, _) in trained.items()}
+    policies = {**ppo, **distilled}
+    groups = {LEARNED: list(ppo), DISTILLED: list(distilled)}
+
+    # 3. the test grid
+    ev = eval_config("generalisation", [*TEST_GRID, f"eval.seeds={args.seeds}", f"eval.num_requests={args.requests}"])
+    rows = mean_over_seeds(suite_rows(policies, ev, out / "headline", args.fresh), groups)
+    held = rows[rows["split"].isin(HELD_OUT)]
+    split_of = held.groupby("scenario")["split"].first()
+    vs = {n: paired_vs(held, n, "best") for n in (LEARNED, DISTILLED)}
+    ttft = paired_vs(held, LEARNED, "best", key="ttft_p99")
+    beyond = paired_vs(held, LEARNED, DISTILLED)
+
+    # 4. the headroom traces
+    hr_ev = eval_config("generalisation", [*[o for o in HEADROOM_DEFAULTS if not o.startswith("eval.planners")],
+                                           "eval.planners=[]", "eval.baselines=[round_robin]"])  # its report needs a heuristic
+    mine = mean_over_seeds(suite_rows(policies, hr_ev, out / "headline" / "headroom_traces", args.fresh), groups)
+    theirs = pd.read_csv(RESULTS / "headroom" / "metrics.csv")
+    hr_rows = pd.concat([theirs, mine[mine["scheduler"].isin([LEARNED, DISTILLED])]], ignore_index=True)
+    hr_routers = [LEARNED, DISTILLED, "lookahead_one_step", "lookahead"]
+    table = headroom_table(hr_rows, pd.read_csv(RESULTS / "headroom" / "search.csv"), hr_routers)
+    hr_held = table[table["split"].isin(HELD_OUT)]
+    vs_planner = paired_vs(hr_rows[hr_rows["split"].isin(HELD_OUT)], DISTILLED, "lookahead_one_step")
+    planner_ms = float(theirs[theirs["scheduler"] == "lookahead_one_step"]["decision_ms"].mean())
+
+    # 5. capacity at SLO on the mixes
+    cap = capacity(ppo, out / "headline" / "capacity.csv", args.fresh)
+    cap = pd.concat([cap, cap[cap["scheduler"].isin(list(ppo))].groupby(["family", "replicas", "split"], as_index=False)
+                     ["capacity"].mean().assign(scheduler=LEARNED)], ignore_index=True)
+    cap_vs = capacity_vs_best(cap, LEARNED)
+    cap_held = cap_vs[cap_vs["split"] != "train"]
+
+    # costs
+    first = next(iter(ppo.values()))
+    spec = cached_policy(first)[1]
+    from vidur_ppo.build import env_spec
+    ms = decision_ms(first, env_spec(spec).scenario(num_requests=args.requests), ev.seed_list()[0])
+    train_min = max(w for _, w in trained.values()) / 60
+
+    # targets, one by one
+    fam = [s for s in vs[LEARNED].index if split_of[s] == "held_out"]
+    mixes = [s for s in vs[LEARNED].index if split_of[s] == "mixed_held_out"]
+    losses = [s for s in vs[LEARNED].index if vs[LEARNED].loc[s, "outcome"] == "loss"]
+    big = [s for s in fam if vs[LEARNED].loc[s, "diff"] <= -0.10 or ttft.loc[s, "diff"] <= -0.10]
+    share_h = hr_held[hr_held["split"] == "held_out"][f"{LEARNED}_share"].mean()
+    share_m = hr_held[hr_held["split"] == "mixed_held_out"][f"{LEARNED}_share"].mean()
+    wins_b = [s for s in beyond.index if beyond.loc[s, "outcome"] == "win"]
+    loss_b = [s for s in beyond.index if beyond.loc[s, "outcome"] == "loss"]
+    dist_gap = float(vs_planner["diff"].mean())
+    targets = [
+        ("never worse than the best heuristic on any held-out scenario (E2E P99, CI covers 0 or better)",
+         f"losses in {len(losses)} of {len(vs[LEARNED])}" + (f": {', '.join(losses)}" if losses else ""), not losses),
+        ("half of the headroom captured, homogeneous (mean share, held-out families)", f"{share_h:+.2f}", share_h >= 0.5),
+        ("half of the headroom captured, heterogeneous (mean share, held-out mixes)", f"{share_m:+.2f}", share_m >= 0.5),
+        ("capacity at SLO >= 15% above the best heuristic on held-out mixes (mean)",
+         f"{100 * cap_held['gain'].mean():+.1f}% (" + ", ".join(f"{100 * g:+.0f}%" for g in cap_held["gain"]) + ")",
+         cap_held["gain"].mean() >= 0.15),
+        ("rho 0.95, identical replicas: E2E or TTFT P99 >= 10% below the best heuristic on half the held-out families",
+         f"{len(big)} of {len(fam)}", len(big) >= len(fam) / 2),
+        ("PPO beyond its teacher (the distilled policy) on >= 3 held-out scenarios, never worse beyond the CI",
+         f"wins {len(wins_b)}, losses {len(loss_b)} of {len(beyond)}", len(wins_b) >= 3 and not loss_b),
+        ("distilled policy within 3% of the planner (E2E P99, headroom traces) at >= 20x lower cost",
+         f"{100 * dist_gap:+.1f}%, {planner_ms / ms:.0f}x cheaper", dist_gap <= 0.03 and planner_ms / ms >= 20),
+        ("training <= 60 min on this 2-core machine", f"{train_min:.0f} min", train_min <= 60),
+        ("decision cost <= 1 ms", f"{ms:.2f} ms", ms <= 1.0),
+    ]
+    fig = plot({LEARNED: vs[LEARNED], DISTILLED: vs[DISTILLED]}, cap_vs, out / "headline.png")
+    wall = time.time() - t0
+    cmd = "python experiments/headline.py" + (f" --train-seeds {' '.join(map(str, args.train_seeds))}"
+                                             if args.train_seeds != [0] else "") + \
+        (f" --seeds {args.seeds}" if args.seeds != 5 else "") + (f" --requests {args.requests}" if args.requests != 1000 else "")
+    md = ["# Headline: a learned router on the generalisation suite's held-out families and mixes", "",
+          f"`{cmd}`: {wall / 60:.0f} min for this rendering on this 2-core machine (finished steps reused). The "
+          f"router: `experiment={chosen}`, chosen on validation seeds ([headline_validation.md]"
+          f"(headline_validation.md)); training seeds {args.train_seeds} ({', '.join(f'{w / 60:.1f}' for _, w in trained.values())} "
+          f"min each). `{LEARNED}` = its PPO policy, `{DISTILLED}` = its warm start (DAgger from the one-step "
+          "lookahead planner), each the mean over training seeds on a trace. Every router sees predicted output "
+          "lengths (lognormal sigma 0.5); the best heuristic is the best of all ten per scenario (by mean over the "
+          f"same seeds). Test grid: {args.seeds} test seeds from {ev.seed_list()[0]}, {args.requests} requests, rho 0.95; "
+          "every family on 4 identical replicas, every mix on chat, code completion and summarisation. Paired "
+          "differences, mean ± 95% CI half-width (negative: better).", "",
+          "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    md += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets]
+    md += ["", f"![headline]({fig.name})", "", "## Held-out scenarios (test grid)", "",
+           "| scenario | best heuristic | learned vs best (E2E P99) | distilled vs best | learned vs distilled "
+           "| learned vs best (TTFT P99) |", "|---|---|---:|---:|---:|---:|"]
+    for s in vs[LEARNED].index:
+        md.append(f"| {s} | {vs[LEARNED].loc[s, 'reference']} | {fmt(*vs[LEARNED].loc[s, ['diff', 'half']])} | "
+                  f"{fmt(*vs[DISTILLED].loc[s, ['diff', 'half']])} | {fmt(*beyond.loc[s, ['diff', 'half']])} | "
+                  f"{fmt(*ttft.loc[s, ['diff', 'half']])} |")
+    for label, group in (("held-out families", fam), ("held-out mixes", mixes)):
+        md.append(f"| **mean, {label}** | | {100 * vs[LEARNED].loc[group, 'diff'].mean():+.1f}% | "
+                  f"{100 * vs[DISTILLED].loc[group, 'diff'].mean():+.1f}% | {100 * beyond.loc[group, 'diff'].mean():+.1f}% | "
+                  f"{100 * ttft.loc[group, 'diff'].mean():+.1f}% |")
+    md += ["", "## Share of the headroom (experiments/headroom.py's traces: 2 test seeds, 500 requests)", "",
+           "Headroom = (best heuristic - offline search) / best heuristic, a lower bound (the search is "
+           "achievable). Share = (best heuristic - router) / (best heuristic - search).", "",
+           "| scenario | headroom | " + " | ".join(f"{r} vs best / share" for r in hr_routers) + " |",
+           "|---|---:|" + "---|" * len(hr_routers)]
+    for _, r in hr_held.iterrows():
+        md.append(f"| {r['scenario']} | {100 * r['headroom']:.1f}% | " + " | ".join(
+            f"{100 * r[f'{x}_vs_best']:+.1f}% / {r[f'{x}_share']:+.2f}" for x in hr_routers) + " |")
+    md += ["", f"Distilled vs the one-step planner on these traces: {100 * dist_gap:+.1f}% E2E P99 (mean over "
+           f"{len(vs_planner)} held-out scenarios) at {ms:.2f} ms vs {planner_ms:.0f} ms per decision.", "",
+           "## Capacity at SLO on the mixed clusters (chat; 2 test seeds, 1000 requests, bisection to 5%)", "",
+           "| mix | split | best heuristic | its capacity | learned | vs best |", "|---|---|---|---:|---:|---:|"]
+    md += [f"| {r['mix']} | {r['split']} | {r['best']} | {r['best_capacity']:.3f} | {r['capacity']:.3f} | "
+           f"{100 * r['gain']:+.1f}% |" for _, r in cap_vs.iterrows()]
+    md.append("")
+    (out / "headline.md").write_text("\n".join(md))
+    (out / "headline.json").write_text(json.dumps({
+        "command": cmd, "chosen": chosen, "train_walls_s": {s: w for s, (_, w) in trained.items()},
+        "decision_ms": ms, "planner_decision_ms": planner_ms,
+        "targets": [{"target": t, "measured": m, "met": bool(ok)} for t, m, ok in targets]}, indent=1))
+    print("\n".join(md))
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def main() -> None:
     from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, run_jobs, run_suite, suite_size
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--headline", type=Path, default=ROOT / "multirun" / "headline" / "seed0")
+    ap.add_argument("--headline", type=Path, default=ROOT / "multirun" / "headline_issue14" / "seed0")
     ap.add_argument("--default", type=Path, default=ROOT / "multirun" / "generalisation" / "default")
     ap.add_argument("--budget", type=int, default=150, help="full simulations per trace for the offline search")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
