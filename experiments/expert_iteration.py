@@ -4,8 +4,9 @@ PPO from it, against the planner and every heuristic on the headroom scenarios.
     python experiments/expert_iteration.py [--distilled DIR] [--ppo DIR]
 
 Trains nothing: `python -m vidur_ppo.train experiment=expert_iteration hydra.run.dir=multirun/expert_iteration/seed0`
-trains (its checkpoint right after BC + DAgger, copied to multirun/expert_iteration/distilled, is the
-distilled policy). Evaluates the policies on experiments/headroom.py's scenarios and seeds (so the traces
+trains; its checkpoint right after BC + DAgger is the distilled policy, kept by the run as
+<run dir>/distilled/ (runs of session 5 predate that and were copied by hand to
+multirun/expert_iteration/distilled). Evaluates the policies on experiments/headroom.py's scenarios and seeds (so the traces
 are the same and the planner's rows come from headroom/metrics.csv), and times one decision of each.
 Writes experiments/results/expert_iteration.md and expert_iteration/ (the suite's files).
 """
