@@ -177,20 +177,21 @@ def plot(vs: dict, cap: pd.DataFrame, path: Path) -> Path:
     width = 0.8 / len(names)
     for i, n in enumerate(names):
         t = vs[n].reindex(scen)
-        ax.bar(x + i * width, 100 * t["diff"].clip(-60, 60), width, yerr=100 * t["half"].clip(upper=60), capsize=2,
-               label=n)
+        ax.bar(x + i * width, (100 * t["diff"]).clip(-60, 60), width, yerr=(100 * t["half"]).clip(upper=60),
+               capsize=2, label=n)
+    ax.set_ylim(-70, 70)  # bars and CIs clipped at +-60%: the tables have the numbers
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(x + 0.4 - width / 2, [s.replace("_rho0.95", "").replace("hetero_", "") for s in scen], rotation=60,
                   ha="right", fontsize=7)
     ax.set_ylabel("E2E P99 vs the best heuristic (%)")
-    ax.set_title("Held-out scenarios, rho 0.95 (below 0: better than the best heuristic; 95% CI)")
+    ax.set_title("Held-out scenarios, rho 0.95 (below 0: better than the best heuristic; 95% CI, clipped at 60%)")
     ax.legend(fontsize=8)
     held = cap[cap["split"] != "train"]
     y = np.arange(len(held))
     bx.barh(y - 0.2, held["best_capacity"], 0.4, label="best heuristic", color="grey")
     bx.barh(y + 0.2, held["capacity"], 0.4, label=LEARNED)
     bx.set_yticks(y, [m.replace("mix_", "") for m in held["mix"]], fontsize=7)
-    bx.set_xlabel("capacity at SLO (x the mix's measured capacity)")
+    bx.set_xlabel("capacity at SLO (x measured capacity)")
     bx.set_title("Held-out mixes (chat)")
     bx.legend(fontsize=8)
     fig.tight_layout()
@@ -303,7 +304,9 @@ def main() -> None:
           f"same seeds). Test grid: {args.seeds} test seeds from {ev.seed_list()[0]}, {args.requests} requests, rho 0.95; "
           "every family on 4 identical replicas, every mix on chat, code completion and summarisation. Paired "
           "differences, mean ± 95% CI half-width (negative: better).", "",
-          "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+          "## Targets", "", "For each target not met: by how much (below), what was tried (perf_attempts.md, sessions "
+          "5-6) and what the measurements suggest next (README, section \"Headline\").", "",
+          "| target | measured | met |", "|---|---|---|"]
     md += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets]
     md += ["", f"![headline]({fig.name})", "", "## Held-out scenarios (test grid)", "",
            "| scenario | best heuristic | learned vs best (E2E P99) | distilled vs best | learned vs distilled "
