@@ -89,6 +89,24 @@ def test_one_step_lookahead_avoids_the_replica_busy_with_a_long_request():
     assert planner(env._observe()) == 1
 
 
+def test_the_slo_cost_keeps_a_short_request_off_a_fast_replica_queued_with_long_prompts():
+    # 4 long prompts wait on the H100; a short request that follows still finishes sooner there (own E2E
+    # picks it), but its first token waits past the TTFT SLO: `own_slo` sends it to the idle A40
+    trace = Trace(np.array([0.0, 0.0, 0.0, 0.0, 0.02]), np.array([3500] * 4 + [100]), np.array([400] * 4 + [300]))
+    mix = ClusterSpec(num_replicas=2, replicas=[{"count": 1, "device": "h100"}, {"count": 1, "device": "a40"}])
+    env = VidurRoutingEnv(cluster=mix, workload=_workload(5), length_predictor={"kind": "oracle"})
+    env.reset(options={"trace": trace, "episode_seed": 0})
+    for _ in range(4):
+        env.step(0)
+    picks = {}
+    for name in ("lookahead_one_step", "lookahead_one_step_slo"):
+        planner = make_planner(name)
+        planner.reset(0)
+        planner.bind(env)
+        picks[name] = planner(env._observe())
+    assert picks == {"lookahead_one_step": 0, "lookahead_one_step_slo": 1}
+
+
 def test_bad_planner_settings_name_their_key():
     with pytest.raises(ConfigError, match="lookahead.base"):
         LookaheadConfig(base="nope")

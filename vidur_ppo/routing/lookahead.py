@@ -15,7 +15,8 @@ replica in the copy, and simulates the copy forward with vidur's own events:
 The candidate with the least cost accrued by every request in the window wins: `latency` is the
 time-integral of requests in the system (total sojourn), `squared` the integral of twice their age,
 sum (age_end^2 - age_start^2), which weighs long sojourns more (the tail); `own` is the routed
-request's own predicted E2E (Block's "least predicted E2E", the copy stops once it is done). A real router does not
+request's own predicted E2E (Block's "least predicted E2E", the copy stops once it is done), and
+`own_slo` the same with the request's own TTFT and TPOT SLOs met first. A real router does not
 know output lengths: every request in the copy runs its *predicted* length (the env's length
 predictor; at least one token more than it has produced), so the planner reads what the other
 routers read. Id counters are restored after each plan, so planning never changes the real run.
@@ -40,6 +41,7 @@ from vidur_ppo.checks import StrEnum, check, choice, from_mapping, positive
 from vidur_ppo.routing.heuristics import HEURISTICS, Heuristic, LeastWorkLeftTime, make_heuristic
 from vidur_ppo.sim import compat
 from vidur_ppo.sim.driver import replica_state
+from vidur_ppo.sim.metrics import slo_summary
 
 # vidur's native execution times are immutable and cannot be pickled: a fork shares them
 copy._deepcopy_dispatch.setdefault(NativeExecutionTime, copy._deepcopy_atomic)
@@ -49,6 +51,14 @@ class Cost(StrEnum):
     latency = "latency"  # time-integral of requests in the system over the window
     squared = "squared"  # sum over requests of age_end^2 - age_start^2 (long sojourns weigh more)
     own = "own"  # the routed request's own predicted E2E (Block's "least predicted E2E"; stops once it is done)
+    # `own`, but meeting the run's TTFT and TPOT SLOs comes first: a replica where the request's predicted
+    # TTFT or TPOT misses its SLO costs SLO_MISS_S more (own E2E alone queues requests behind fast replicas
+    # however long their first token waits: experiments/results/headline.md)
+    own_slo = "own_slo"
+
+
+SLO_MISS_S = 1e4  # larger than any E2E: a lexicographic order (SLO met, then E2E)
+OWN_COSTS = (Cost.own, Cost.own_slo)  # follow the routed request to its end, and only it
 
 
 @dataclass
@@ -79,6 +89,7 @@ class LookaheadConfig:
 #: named planners (a suite's `eval.planners`): Block's one-step lookahead and the rollout algorithm
 PLANNERS: Dict[str, Dict[str, Any]] = {
     "lookahead_one_step": {"horizon_s": 0.0, "samples": 1, "drain": True, "cost": "own"},
+    "lookahead_one_step_slo": {"horizon_s": 0.0, "samples": 1, "drain": True, "cost": "own_slo"},
     "lookahead": {},  # LookaheadConfig's defaults
 }
 
@@ -170,11 +181,18 @@ class _Fork:
         for ev in new_events:
             heapq.heappush(self.events, (ev._priority_number, ev))
 
-    def cost(self, start: float, kind: Cost) -> float:
-        """Cost accrued in [start, self.now] by the window's requests (unfinished ones censored at now)."""
-        if kind == Cost.own:
+    def cost(self, start: float, kind: Cost, slos: Optional[Mapping[str, float]] = None) -> float:
+        """Cost accrued in [start, self.now] by the window's requests (unfinished ones censored at now);
+        `own_slo` reads the run's `slos` (slo_ttft, slo_tpot; VidurRoutingEnv.slos)."""
+        if kind in OWN_COSTS:
             r = self.routed
-            return (r._completed_at if r._completed else self.now) - r._arrived_at
+            e2e = (r._completed_at if r._completed else self.now) - r._arrived_at
+            if kind == Cost.own or not r._completed:
+                return e2e
+            ttft = r._prefill_completed_at - r._arrived_at
+            met = slo_summary({"e2e": np.array([e2e]), "ttft": np.array([ttft]), "num_decode_tokens":
+                               np.array([r.num_decode_tokens]), "completed": np.array([True])}, max(e2e, 1e-9), **(slos or {}))
+            return e2e + (0.0 if met["slo_attainment"] == 1.0 else SLO_MISS_S)
         total = 0.0
         for r in self.window:
             begin = max(r._arrived_at, start)
@@ -255,24 +273,24 @@ class Lookahead(Heuristic):
         cfg = self.cfg
         now = driver.now
         # `own` follows the routed request to its end (arrivals still only within the horizon)
-        until = float("inf") if cfg.drain or cfg.cost == Cost.own else now + cfg.horizon_s
+        until = float("inf") if cfg.drain or cfg.cost in OWN_COSTS else now + cfg.horizon_s
         limit = self.env.cluster.request_token_limit()
         costs = np.zeros(len(candidates))
         with compat.saved_id_counters():
             if cfg.horizon_s == 0:  # one-step: no arrivals, so only the candidate replica changes: its added cost
-                runs = ((None, -1.0), ) if cfg.cost != Cost.own else ()
+                runs = ((None, -1.0), ) if cfg.cost not in OWN_COSTS else ()
                 for j, c in enumerate(candidates):
                     for first, sign in ((int(c), 1.0), *runs):
                         fork = _Fork(driver, limit, replica=int(c))
-                        fork.run(first, self._base(), until, stop_when_routed_done=cfg.cost == Cost.own)
-                        costs[j] += sign * fork.cost(now, cfg.cost)
+                        fork.run(first, self._base(), until, stop_when_routed_done=cfg.cost in OWN_COSTS)
+                        costs[j] += sign * fork.cost(now, cfg.cost, self.env.slos)
                 return self._pick(candidates, costs, fallback)
             for future in self._futures(now):
                 for j, c in enumerate(candidates):
                     fork = _Fork(driver, limit)
                     fork.add_arrivals(future)
-                    fork.run(int(c), self._base(), until, stop_when_routed_done=cfg.cost == Cost.own)
-                    costs[j] += fork.cost(now, cfg.cost)
+                    fork.run(int(c), self._base(), until, stop_when_routed_done=cfg.cost in OWN_COSTS)
+                    costs[j] += fork.cost(now, cfg.cost, self.env.slos)
         return self._pick(candidates, costs, fallback)
 
     @staticmethod
