@@ -201,6 +201,7 @@ def plot(vs: dict, cap: pd.DataFrame, path: Path) -> Path:
 
 
 def main() -> None:
+    from vidur_ppo.build import env_spec
     from vidur_ppo.eval.matrix import paired_vs
     from vidur_ppo.eval.suite import cached_policy
 
@@ -257,9 +258,7 @@ def main() -> None:
 
     # costs
     first = next(iter(ppo.values()))
-    spec = cached_policy(first)[1]
-    from vidur_ppo.build import env_spec
-    ms = decision_ms(first, env_spec(spec).scenario(num_requests=args.requests), ev.seed_list()[0])
+    ms = decision_ms(first, env_spec(cached_policy(first)[1]).scenario(num_requests=args.requests), ev.seed_list()[0])
     train_min = max(w for _, w in trained.values()) / 60
 
     # targets, one by one

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
@@ -79,8 +80,6 @@ def claim(run_dir: Path, resume: bool, overwrite: bool) -> Path:
                               "continues it, overwrite=true starts it over")
         for f in used:
             (run_dir / f).unlink()
-        import shutil
-
         shutil.rmtree(run_dir / DISTILLED, ignore_errors=True)  # the old run's warm start (RunState.snapshot)
     return lock
 
@@ -141,8 +140,6 @@ class RunState:
     def snapshot(self, name: str) -> Path:
         """run_dir/<name>/: a copy of the checkpoint with the run's config and features, a policy dir
         of its own (`evaluate checkpoint=<run dir>/distilled` evaluates the warm start without PPO)."""
-        import shutil
-
         out = self.run_dir / name
         out.mkdir(exist_ok=True)
         for f in (checkpoint.CHECKPOINT, "config.yaml", "features.json"):

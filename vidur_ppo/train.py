@@ -67,7 +67,7 @@ def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, demos_need
               file=sys.stderr)
         run_state.bc_done = True
         run_state.save(trainer, rng)
-        run_state.snapshot(rundir.DISTILLED)  # the teacher's copy before PPO: PPO is judged against it
+        run_state.snapshot(rundir.DISTILLED)  # the distilled policy before PPO: PPO is judged against it
         return demos
     if not demos_needed:
         return None
