@@ -13,7 +13,6 @@ Ratios are measured within one run; absolute numbers depend on the machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import resource
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import arg_parser  # experiments/common.py, next to this script
 from vidur_ppo.ppo.vector import make_vector_env
 from vidur_ppo.routing.env import VidurRoutingEnv
 from vidur_ppo.routing.heuristics import JSQ
@@ -250,7 +250,7 @@ def to_markdown(res: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=3000, help="decisions per vector-env measurement")
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")

@@ -9,12 +9,12 @@ experiments/results/heuristics.{json,md}. Seeds start at 100000, a range trainin
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from multiprocessing import get_context
 from pathlib import Path
 
+from common import arg_parser  # experiments/common.py, next to this script
 from vidur_ppo.eval.paired import evaluate_heuristics
 from vidur_ppo.eval.stats import mean_ci, paired_diff_ci
 from vidur_ppo.routing.env import EVAL_SEED_BASE, VidurRoutingEnv
@@ -55,7 +55,7 @@ def table(rows, load) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--replicas", type=int, default=4)

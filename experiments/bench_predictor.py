@@ -15,7 +15,6 @@ Writes experiments/results/bench_predictor.{json,md}.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import random
@@ -31,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 from vidur.entities import Batch, Request
 from vidur.execution_time_predictor import BaseExecutionTimePredictor
 
+from common import arg_parser  # experiments/common.py, next to this script
 from vidur_ppo.sim import calibration as cal
 from vidur_ppo.sim.predictor import (
     RooflineExecutionTimePredictor,
@@ -240,7 +240,7 @@ def fit_all(reference: Path, cfg: RooflinePredictorConfig) -> Dict[str, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = arg_parser(__doc__)
     ap.add_argument(
         "--reference",
         type=Path,

@@ -16,7 +16,6 @@ Target (issue 13): under 20 s and 600 MB peak per process. Writes experiments/re
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import subprocess
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common import arg_parser  # experiments/common.py, next to this script
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -93,7 +94,7 @@ def run_case(code: str, case: str, spec: dict, episodes: int, before_dir: str) -
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--rows", type=int, default=10_500_000)
     ap.add_argument("--episodes", type=int, default=3)
     ap.add_argument("--requests", type=int, default=60)

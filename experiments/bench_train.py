@@ -8,7 +8,6 @@ Writes experiments/results/bench_train.{json,md}. Uses the default config (conf/
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
+from common import arg_parser  # experiments/common.py, next to this script
 from vidur_ppo.build import env_spec, make_sampler
 from vidur_ppo.config import register_configs, validate
 from vidur_ppo.models import make_model
@@ -67,7 +67,7 @@ def bench(overrides, num_envs: int, mode: str, updates: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--updates", type=int, default=3)
     ap.add_argument("--model", default="gru")
     ap.add_argument("--features", default="legacy")

@@ -1,30 +1,18 @@
-"""Shared by the ablation scripts: train every (configuration, seed) once, keeping finished runs."""
+"""Shared by the experiment scripts: suites run into experiments/results/<name>/ and their sections,
+results files, and eval configs composed as `python -m vidur_ppo.evaluate` composes them."""
 
 from __future__ import annotations
 
-import subprocess
+import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Sequence
 
 
-def train_all(configs: Dict[str, List[str]], seeds: Sequence[int], root: Path, updates: int,
-              extra: Sequence[str] = (), t0: float | None = None) -> None:
-    """`python -m vidur_ppo.train` for each configuration and seed into root/cfg<i>/seed<s>/;
-    a run with an eval.csv is finished and skipped, so an interrupted ablation continues."""
-    t0 = time.time() if t0 is None else t0
-    for i, (name, overrides) in enumerate(configs.items()):
-        for seed in seeds:
-            run_dir = root / f"cfg{i}" / f"seed{seed}"
-            if (run_dir / "eval.csv").exists():
-                continue
-            print(f"[{time.time() - t0:6.0f}s] {name} seed {seed}", flush=True)
-            out = subprocess.run([sys.executable, "-m", "vidur_ppo.train", *overrides, f"seed={seed}",
-                                  f"ppo.num_updates={updates}", "logger.progress=false", f"hydra.run.dir={run_dir}",
-                                  *extra], capture_output=True, text=True)
-            if out.returncode != 0:
-                print(out.stderr[-2000:], flush=True)
+def arg_parser(doc: str) -> argparse.ArgumentParser:
+    """A script's parser whose --help shows its whole docstring, line breaks kept (a docstring's first
+    line alone often stops mid-sentence)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def suite_section(policies, ev, results: Path, name: str):
@@ -46,8 +34,7 @@ def add_heuristics(policies, ev, results: Path, name: str, heuristics: Sequence[
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from vidur_ppo.eval.slo_capacity import capacity_job
-    from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, capacity_jobs, run_jobs, suite_jobs
+    from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, capacity_job, capacity_jobs, run_jobs, suite_jobs
 
     out_dir = results / name
     jobs = [(*job[:3], list(heuristics), False, job[5], False) for job in suite_jobs(policies, ev)]

@@ -2,7 +2,8 @@
 
     python experiments/generalisation.py [eval.seeds=5] [eval.grid.replicas=[4]] ...
 
-Evaluates the headline policy (`experiment=headline`, seed 0 of experiments/headline_issue14.py's runs) and
+Evaluates the issue-14 headline policy (`experiment=headline` seed 0, trained into multirun/headline_issue14/seed0
+by `python -m vidur_ppo.train experiment=headline seed=0 hydra.run.dir=multirun/headline_issue14/seed0`) and
 the default run (`python -m vidur_ppo.train`, trained here when missing) with `eval=generalisation`
 (conf/eval/generalisation.yaml: every zoo family x rho 0.5/0.8/0.95 x 2/4/8 replicas, chat the only
 training family, predicted output lengths for every router, capacity at SLO by bisection). No
@@ -14,7 +15,6 @@ Extra arguments are Hydra overrides of the eval config.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from common import add_heuristics, eval_config, suite_section, write_results
+from common import add_heuristics, arg_parser, eval_config, suite_section, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,9 +37,10 @@ def ensure_default_run(run_dir: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--headline", type=Path, default=ROOT / "multirun" / "headline_issue14" / "seed0",
-                    help="the headline run dir (python experiments/headline_issue14.py trains it)")
+                    help="the issue-14 headline run dir (python -m vidur_ppo.train experiment=headline seed=0 "
+                         "hydra.run.dir=DIR trains it)")
     ap.add_argument("--default", type=Path, default=ROOT / "multirun" / "generalisation" / "default",
                     help="the default run dir (trained here when missing)")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
@@ -70,7 +71,7 @@ def main() -> None:
               f"neither retrained for this. {ev.seeds} test seeds from {ev.seed_list()[0]} per scenario, "
               f"{ev.num_requests} requests per episode, every router told output lengths by "
               f"`{OmegaConf.to_yaml(ev.length_predictor).strip().replace(chr(10), ', ')}`; rho is load relative to each "
-              "cluster's measured sustained throughput for that family (workloads/capacity.py). Training family: "
+              "cluster's measured sustained throughput for that family (routing/capacity.py). Training family: "
               f"{', '.join(ev.grid.train_families)}; held out: "
               f"{', '.join(f for f in ev.grid.families if f not in ev.grid.train_families)}. Per-scenario tables: "
               "[generalisation/report.md](generalisation/report.md); rows: `generalisation/metrics.csv`, "

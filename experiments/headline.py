@@ -16,7 +16,7 @@ the lookahead planner on the generalisation suite's held-out families and mixes,
    every router, test seeds (100000+); the chosen policy (PPO, and its distilled warm start) and every
    heuristic on the same traces -> results/headline/metrics.csv.
 4. Share of the headroom, on experiments/headroom.py's traces (2 seeds, 500 requests; its offline
-   search bound and the planner rows): the chosen policies run there -> results/headline/headroom_rows.csv.
+   search bound and the planner rows): the chosen policies run there -> results/headline/headroom_traces/.
 5. Capacity at SLO on the mixed clusters (chat): the chosen policies' bisections beside the heuristics'
    of results/heterogeneous/capacity.csv (same seeds, requests, SLO and tolerance; measured here when
    that file is missing) -> results/headline/capacity.csv.
@@ -26,7 +26,6 @@ interrupted run continues; --fresh re-runs steps 3-5.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -36,8 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import eval_config
-from expert_iteration import decision_ms
+from common import arg_parser, eval_config
 from headroom import DEFAULTS as HEADROOM_DEFAULTS, headroom_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +62,25 @@ def train(candidate: str, seed: int, runs: Path) -> tuple:
             sys.exit(f"training {candidate} seed {seed} failed:\n{out.stderr[-3000:]}")
         wall_file.write_text(f"{time.time() - t0:.1f}")
     return run_dir, float(wall_file.read_text())
+
+
+def decision_ms(run_dir: str, spec, seed: int) -> float:
+    """Mean wall time of one policy decision (model forward and argmax) over one episode."""
+    from vidur_ppo.eval.paired import TorchPolicy
+    from vidur_ppo.eval.suite import cached_policy
+    from vidur_ppo.routing.env import run_episode
+
+    policy = TorchPolicy(cached_policy(run_dir)[0].model)
+    seconds = []
+
+    def timed(obs):
+        t0 = time.perf_counter()
+        a = policy(obs)
+        seconds.append(time.perf_counter() - t0)
+        return a
+
+    run_episode(spec.make(), timed, seed=seed)
+    return 1000 * sum(seconds) / len(seconds)
 
 
 def suite_rows(policies: dict, ev, out_dir: Path, fresh: bool) -> pd.DataFrame:
@@ -127,8 +144,7 @@ def capacity(policies: dict, path: Path, fresh: bool) -> pd.DataFrame:
     """Step 5: capacity at SLO on the heterogeneous suite's mixes, the policies beside the heuristics."""
     from tqdm.auto import tqdm
 
-    from vidur_ppo.eval.slo_capacity import capacity_job
-    from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, capacity_jobs, run_jobs
+    from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, capacity_job, capacity_jobs, run_jobs
 
     if path.exists() and not fresh:
         return pd.read_csv(path)
@@ -165,11 +181,9 @@ def fmt(diff: float, half: float) -> str:
 
 
 def plot(vs: dict, cap: pd.DataFrame, path: Path) -> Path:
-    import matplotlib
+    from vidur_ppo.eval.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [3, 1]})
     names = list(vs)
     scen = list(vs[names[0]].index)
@@ -205,12 +219,14 @@ def main() -> None:
     from vidur_ppo.eval.matrix import paired_vs
     from vidur_ppo.eval.suite import cached_policy
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--choose", action="store_true", help="step 2 only: train the candidates, pick one on validation")
-    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--train-seeds", type=int, nargs="+", default=[0],
+                    help="training seeds of the chosen candidate (the choice uses the first)")
     ap.add_argument("--seeds", type=int, default=5, help="test seeds per scenario")
-    ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--runs", type=Path, default=ROOT / "multirun" / "headline")
+    ap.add_argument("--requests", type=int, default=1000, help="requests per test episode")
+    ap.add_argument("--runs", type=Path, default=ROOT / "multirun" / "headline",
+                    help="training runs: <runs>/<candidate>/seed<s>/ (finished ones are reused)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where the results go (inputs: experiments/results)")
     ap.add_argument("--fresh", action="store_true", help="re-run the evaluations (steps 3-5) even if their files exist")
     args = ap.parse_args()

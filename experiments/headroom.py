@@ -15,14 +15,13 @@ Writes experiments/results/headroom.md, headroom.png and headroom/ (metrics.csv,
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from common import eval_config, write_results
+from common import arg_parser, eval_config, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = ["eval.grid.loads=[0.95]", "eval.grid.replicas=[4]", "eval.grid.overload_loads=[]",
@@ -32,13 +31,13 @@ DEFAULTS = ["eval.grid.loads=[0.95]", "eval.grid.replicas=[4]", "eval.grid.overl
 
 def search_jobs(policies, ev, budget: int):
     from vidur_ppo.build import env_spec
-    from vidur_ppo.eval.suite import _heuristics_for, cached_policy, policy_dirs, suite_jobs
+    from vidur_ppo.eval.suite import cached_policy, heuristics_for, policy_dirs, suite_jobs
 
     cfg = cached_policy(next(iter(policy_dirs(policies).values())))[1]
     jobs = []
     for job in suite_jobs(policies, ev):
         spec = env_spec(cfg).for_suite_scenario(job[1], ev.num_requests)
-        heuristics = _heuristics_for(bool(spec.cluster.replicas), [h for h in job[3] if isinstance(h, str)])
+        heuristics = heuristics_for(bool(spec.cluster.replicas), [h for h in job[3] if isinstance(h, str)])
         jobs.append((spec, job[1]["name"], job[2], heuristics, budget, "e2e_p99"))
     return jobs
 
@@ -67,11 +66,9 @@ def headroom_table(rows: pd.DataFrame, search: pd.DataFrame, routers) -> pd.Data
 
 
 def plot(table: pd.DataFrame, routers, path: Path) -> Path:
-    import matplotlib
+    from vidur_ppo.eval.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(11, 4.5))
     x = np.arange(len(table))
     width = 0.8 / (len(routers) + 1)
@@ -95,8 +92,10 @@ def main() -> None:
     from vidur_ppo.eval.headroom import headroom_job
     from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, run_jobs, run_suite, suite_size
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--headline", type=Path, default=ROOT / "multirun" / "headline_issue14" / "seed0")
+    ap = arg_parser(__doc__)
+    ap.add_argument("--headline", type=Path, default=ROOT / "multirun" / "headline_issue14" / "seed0",
+                    help="the issue-14 headline run dir (python -m vidur_ppo.train experiment=headline seed=0 "
+                         "hydra.run.dir=DIR trains it)")
     ap.add_argument("--default", type=Path, default=ROOT / "multirun" / "generalisation" / "default")
     ap.add_argument("--budget", type=int, default=150, help="full simulations per trace for the offline search")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")

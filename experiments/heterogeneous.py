@@ -13,7 +13,6 @@ Extra arguments are Hydra overrides of the eval config.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
@@ -21,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common import eval_config, suite_section, write_results
+from common import arg_parser, eval_config, suite_section, write_results
 from vidur_ppo.build import env_spec
 from vidur_ppo.checkpoint import load_policy
-from vidur_ppo.eval.report import _plt
+from vidur_ppo.eval.plotting import pyplot
 from vidur_ppo.routing.env import run_episode
 from vidur_ppo.routing.heuristics import make_heuristic
 
@@ -52,7 +51,7 @@ def routing_picture(run_dir: Path, ev, path: Path) -> Path:
     seed = ev.seed_list()[0]
     trace = env.workload.generate(seed)
     labels = [f"{s.device}-TP{s.tensor_parallel_size}" for s in env.cluster.replica_specs()]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     width = 0.8 / len(PICTURE_ROUTERS)
     for i, name in enumerate(PICTURE_ROUTERS):
@@ -77,7 +76,7 @@ def routing_picture(run_dir: Path, ev, path: Path) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--run", type=Path, default=ROOT / "multirun" / "heterogeneous" / "seed0")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     ap.add_argument("overrides", nargs="*", help="eval overrides, e.g. eval.seeds=5")

@@ -11,13 +11,14 @@ update, and the rest. Writes experiments/results/profile_train.{md,json}.
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import json
 import pstats
 import tempfile
 import time
 from pathlib import Path
+
+from common import arg_parser  # experiments/common.py, next to this script
 
 ROOT = Path(__file__).resolve().parents[1]
 OTHER = "other (Python runtime, logging, ...)"
@@ -49,7 +50,7 @@ def component(filename: str, name: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--updates", type=int, default=10)
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results")
     ap.add_argument("overrides", nargs="*")

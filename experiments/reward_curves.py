@@ -9,17 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from vidur_ppo.eval.plotting import pyplot
 from vidur_ppo.routing.rewards import REWARDS, make_reward
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     x = np.linspace(0.0, 2.5, 501)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name in REWARDS:

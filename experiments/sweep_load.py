@@ -8,11 +8,11 @@ experiments/results/sweep_load.{json,md,png} (E2E P50/P99 and TTFT P90 vs QPS).
 
 from __future__ import annotations
 
-import argparse
 import json
 from multiprocessing import get_context
 from pathlib import Path
 
+from common import arg_parser  # experiments/common.py, next to this script
 from vidur_ppo.eval.paired import evaluate_heuristics
 from vidur_ppo.eval.stats import mean_ci
 from vidur_ppo.routing.env import VidurRoutingEnv
@@ -31,7 +31,7 @@ def _job(args):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--qps", type=float, nargs="+", default=[4, 8, 12, 16, 20, 24, 28, 32, 40])
@@ -55,11 +55,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sweep_load.json").write_text(json.dumps(rows, indent=1))
     (args.out / "sweep_load.md").write_text("\n".join(md) + "\n\n![latency vs load](sweep_load.png)\n")
-    import matplotlib
+    from vidur_ppo.eval.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for s in SCHEDULERS:
         for ax, key, title in zip(axes, ("e2e_p50", "e2e_p99", "ttft_p90"), ("E2E P50 (s)", "E2E P99 (s)", "TTFT P90 (s)")):

@@ -12,11 +12,11 @@ Offline runs can be synced first with `wandb sync <run dir>/wandb/offline-run-*`
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
+from common import arg_parser  # experiments/common.py, next to this script
 from vidur_ppo.eval.aggregate import METRICS, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def _get(config: dict, dotted: str):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__)
     ap.add_argument("--project", default="vidur-ppo")
     ap.add_argument("--entity", default=None)
     ap.add_argument("--group", default=None)

@@ -43,8 +43,56 @@ def test_dagger_lets_the_policy_drive_and_the_planner_label():
     assert 0.0 <= visited.learner_agreement <= 1.0 and len(visited.actions) == 40
     cfg = BCConfig(teacher="lookahead_one_step", episodes=1, holdout_episodes=1, epochs=3, dagger_rounds=2,
                    dagger_episodes=1)
-    train, result, seeds = warm_start(model, env, cfg, np.random.default_rng(0), 1000, 1)
+    bars = []
+    train, result, seeds = warm_start(model, env, cfg, np.random.default_rng(0), 1000, 1, bar=_recording(bars))
     assert len(train) == 3 and len(seeds) == 1  # the teacher's episode, then one policy-driven episode per round
     assert {"dagger0_policy_agreement", "dagger1_policy_agreement", "agreement"} <= set(result)
+    # one bar per phase, each run to its end: labelled episodes first (a planner's take long), then epochs
+    assert [(b.desc.split(":")[0], b.n, b.total) for b in bars] == [
+        ("BC", 2, 2), ("BC epochs", 3, 3), ("DAgger 1/2", 1, 1), ("DAgger 1/2 epochs", 3, 3), ("DAgger 2/2", 1, 1),
+        ("DAgger 2/2 epochs", 3, 3)]
+    assert "lookahead_one_step labels" in bars[0].desc
     with pytest.raises(ConfigError, match="bc.teacher"):
         BCConfig(teacher="oracle")
+
+
+def _recording(bars, on_update=None):
+    """A progress bar factory (bc.Bar) that keeps its bars, written to a string, for inspection."""
+    import io
+
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        def update(self, n=1):
+            super().update(n)
+            if on_update:
+                on_update()
+
+    def bar(total, desc):
+        bars.append(Bar(total=total, desc=desc, file=io.StringIO()))
+        return bars[-1]
+
+    return bar
+
+
+def test_sigterm_ends_labelling_at_the_next_decision():
+    import os
+    import signal
+
+    import pytest
+
+    from vidur_ppo.interrupts import StopRequested, StopSignals
+
+    env = VidurRoutingEnv(cluster={"num_replicas": 2}, workload={**WL, "num_requests": 30}, features="queue")
+    bars = []
+    with StopSignals() as stop, pytest.raises(StopRequested) as stopped:
+        # a real SIGTERM to this process once the first episode is labelled
+        collect_demos(env, "jsq", [1, 2, 3], stop=stop, bar=_recording(bars, lambda: os.kill(os.getpid(), signal.SIGTERM)))
+    assert stopped.value.signum == signal.SIGTERM
+    assert bars[0].n == 1 and bars[0].total == 3  # the second episode never finished
+    model = make_model({"name": "gru"}, 2, env.features.num_features)
+    demos = collect_demos(env, "jsq", [1])
+    with StopSignals() as stop, pytest.raises(StopRequested):
+        train_bc(model, demos, epochs=50, lr=1e-3, seq_len=16, stop=stop,
+                 bar=_recording(bars, lambda: os.kill(os.getpid(), signal.SIGTERM)))
+    assert bars[-1].n == 1  # within one epoch

@@ -70,7 +70,7 @@ def test_replica_state_columns_are_sane(cluster2):
 
 def test_request_longer_than_replica_admits_is_a_clear_error(cluster2):
     trace = Trace(np.array([0.5, 1.0]), np.array([300, 5000]), np.array([10, 10]))
-    with pytest.raises(ScenarioError, match=r"request 1 .*prefill=5000.*max_request_tokens"):
+    with pytest.raises(ScenarioError, match=r"1 of 2 requests can never run: .*max_request_tokens.*request 1 \(prefill=5000"):
         SimDriver(cluster2, trace)
     small = ClusterSpec(num_replicas=2, max_tokens_in_batch=1024)
     with pytest.raises(ScenarioError, match="vLLM never admits"):

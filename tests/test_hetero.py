@@ -99,7 +99,7 @@ def test_capacity_aware_heuristics_are_the_blind_ones_on_identical_replicas(cach
 def test_replica_speeds_are_measured_per_group_and_weigh_the_routers(cache_dir):
     from vidur_ppo.routing.env import VidurRoutingEnv
     from vidur_ppo.sim.driver import ReplicaColumn
-    from vidur_ppo.workloads.capacity import saturation_rps
+    from vidur_ppo.routing.capacity import saturation_rps
 
     cluster = ClusterSpec(num_replicas=4, replicas=A100_H100)
     env = VidurRoutingEnv(cluster=cluster, workload=LIGHT)

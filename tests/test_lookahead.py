@@ -1,6 +1,8 @@
 """Lookahead planners (routing/lookahead.py): they fork the real simulation without touching it, hide the
 trace's future, read predicted lengths, and pick the replica whose copy does best."""
 
+import math
+
 import numpy as np
 import pytest
 from vidur.events.request_arrival_event import RequestArrivalEvent
@@ -8,8 +10,9 @@ from vidur.events.request_arrival_event import RequestArrivalEvent
 from conftest import OUTPUTS, PROMPTS
 from vidur_ppo.checks import ConfigError
 from vidur_ppo.eval.suite import EvalConfig, suite_job, suite_jobs
+from vidur_ppo.ppo.bc import BCConfig
 from vidur_ppo.routing.env import VidurRoutingEnv, run_episode
-from vidur_ppo.routing.lookahead import Lookahead, LookaheadConfig, _Fork, make_planner
+from vidur_ppo.routing.lookahead import SLO_MARGIN, Lookahead, LookaheadConfig, _Fork, make_planner, slo_cost
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.workload import Trace
 
@@ -89,9 +92,10 @@ def test_one_step_lookahead_avoids_the_replica_busy_with_a_long_request():
     assert planner(env._observe()) == 1
 
 
-def test_the_slo_cost_keeps_a_short_request_off_a_fast_replica_queued_with_long_prompts():
+def test_the_slo_costs_keep_a_short_request_off_a_fast_replica_queued_with_long_prompts():
     # 4 long prompts wait on the H100; a short request that follows still finishes sooner there (own E2E
-    # picks it), but its first token waits past the TTFT SLO: `own_slo` sends it to the idle A40
+    # picks it), but its first token waits past the TTFT SLO: `own_slo`, and `queue_slo` (every request of the
+    # copy: the H100's queue with it, against the same queue without it), send it to the idle A40
     trace = Trace(np.array([0.0, 0.0, 0.0, 0.0, 0.02]), np.array([3500] * 4 + [100]), np.array([400] * 4 + [300]))
     mix = ClusterSpec(num_replicas=2, replicas=[{"count": 1, "device": "h100"}, {"count": 1, "device": "a40"}])
     env = VidurRoutingEnv(cluster=mix, workload=_workload(5), length_predictor={"kind": "oracle"})
@@ -99,12 +103,36 @@ def test_the_slo_cost_keeps_a_short_request_off_a_fast_replica_queued_with_long_
     for _ in range(4):
         env.step(0)
     picks = {}
-    for name in ("lookahead_one_step", "lookahead_one_step_slo"):
+    names = ("lookahead_one_step", "lookahead_one_step_slo", "lookahead_one_step_queue_slo", "lookahead_queue_slo")
+    for name in names:
         planner = make_planner(name)
         planner.reset(0)
         planner.bind(env)
         picks[name] = planner(env._observe())
-    assert picks == {"lookahead_one_step": 0, "lookahead_one_step_slo": 1}
+    assert picks == {"lookahead_one_step": 0, "lookahead_one_step_slo": 1, "lookahead_one_step_queue_slo": 1,
+                     "lookahead_queue_slo": 1}
+    assert EvalConfig(planners=list(names)).planners == list(names)  # selectable in eval.planners
+    assert BCConfig(teacher="lookahead_one_step_queue_slo").teacher == "lookahead_one_step_queue_slo"  # bc.teacher
+
+
+def test_the_queue_slo_cost_counts_misses_and_a_smooth_margin():
+    # request a: TTFT 0.2 s, 10 tokens at 0.05 s after the first (both SLOs met); b: TTFT 0.5 s, one token
+    # (TTFT missed, TPOT 0): one miss, plus SLO_MARGIN * softplus((x - SLO) / SLO / SLO_MARGIN) per request and SLO
+    req = {"ttft": np.array([0.2, 0.5]), "e2e": np.array([0.2 + 9 * 0.05, 0.5]), "num_decode_tokens": np.array([10, 1])}
+
+    def soft(z):
+        return SLO_MARGIN * math.log1p(math.exp(z / SLO_MARGIN))
+
+    margin = soft(-0.2) + soft(-0.5) + soft(1.0) + soft(-1.0)  # ttft a, tpot a, ttft b, tpot b (SLOs 0.25, 0.1)
+    assert slo_cost(req, 0.25, 0.1) == pytest.approx(1.0 + margin, rel=1e-12)
+    assert 1.0 + margin == pytest.approx(2.0134, abs=1e-4)  # b's TTFT at twice its SLO: ~1 on top of its miss
+    assert slo_cost(req, 0.25, None) == pytest.approx(1.0 + soft(-0.2) + soft(1.0), rel=1e-12)  # None: not charged
+    # 2% apart, both inside the SLO or both past it: still ordered
+    def one(ttft):  # a one-token request: its TTFT only
+        req = {"ttft": np.array([ttft]), "e2e": np.array([ttft]), "num_decode_tokens": np.array([1])}
+        return slo_cost(req, 0.25, 0.1)
+
+    assert one(0.240) < one(0.245) < 1.0 < one(0.50) < one(0.51)
 
 
 def test_bad_planner_settings_name_their_key():

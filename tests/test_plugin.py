@@ -71,8 +71,7 @@ def test_plugin_through_vidurs_cli(tmp_path):
          "--synthetic_request_generator_config_num_requests", "30", "--interval_generator_config_type", "poisson",
          "--poisson_request_interval_generator_config_qps", "5", "--length_generator_config_type", "uniform",
          "--uniform_request_length_generator_config_max_tokens", "2048",
-         "--metrics_config_output_dir", str(tmp_path / "vidur_out"), "--no-metrics_config_store_plots",
-         "--no-metrics_config_enable_chrome_trace"],
+         "--metrics_config_output_dir", str(tmp_path / "vidur_out")],  # no plot flags, as the README's command
         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-2000:]
     log = out.stdout + out.stderr

@@ -1,6 +1,6 @@
 """Nothing lost or corrupted: kill -9 at any update and `resume=` reproduce the uninterrupted run
-exactly; SIGTERM / Ctrl-C checkpoint and exit 128+n; a run dir has one writer; divergence stops with
-one line and a finite checkpoint."""
+exactly; SIGTERM / Ctrl-C checkpoint and exit 128+n (during BC too); every option of every group
+resumes; a run dir has one writer; divergence stops with one line and a finite checkpoint."""
 
 import csv
 import os
@@ -79,14 +79,20 @@ def test_resume_applies_budget_overrides_and_refuses_the_rest(reference, tmp_pat
     assert "ppo.num_updates=7" in events and "curriculum" not in events
 
 
+def _said(err: str, sig) -> int:
+    """How many "SIGTERM: stopping ..." lines (one per process that acted on the signal)."""
+    return sum(ln.startswith(f"{signal.Signals(sig).name}: stopping") for ln in err.splitlines())
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_checkpoints_and_exits_128_plus_n(tmp_path, sig):
     proc = _start(tmp_path, "ppo.num_updates=50", "checkpoint_every=100")
     _wait_rows(proc, tmp_path, 2)
-    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)  # Ctrl-C reaches the whole group
+    os.killpg(proc.pid, sig)  # to the whole group, as Ctrl-C, `timeout` or a batch scheduler send it: env workers too
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-2000:]
     assert "Traceback" not in err and f"resume={tmp_path}" in err.strip().splitlines()[-1]
+    assert _said(err, sig) == 1, err[-2000:]  # the trainer says it once; its workers say nothing
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert ckpt["update"] == len(_rows(tmp_path)) >= 2
 
@@ -118,3 +124,81 @@ def test_divergence_stops_with_one_line_and_a_finite_checkpoint(tmp_path, overri
     tensors = list(ckpt["model"].values())
     assert all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
     assert "diverged" in (tmp_path / "events.csv").read_text()
+
+
+def test_sigterm_during_bc_stops_there_and_resume_runs_bc_again(tmp_path):
+    # the legacy pipeline, BC from 20 teacher episodes (seconds); SIGTERM once the run dir is set up
+    proc = _start(tmp_path, "experiment=legacy", "bc.episodes=20", "ppo.num_updates=1")
+    deadline = time.time() + 240
+    while not (tmp_path / "features.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert _said(err, signal.SIGTERM) == 1 and "Traceback" not in err
+    assert "BC warm start" not in err and not (tmp_path / "checkpoint.pt").exists()  # stopped inside BC
+    assert f"continue with: python -m vidur_ppo.train resume={tmp_path}" in err.strip().splitlines()[-1]
+    out = subprocess.run(TRAIN + [f"resume={tmp_path}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "BC warm start from jsq" in out.stderr  # BC ran again, from the start, then PPO and the evaluation
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["update"] == 1
+    log = (tmp_path / "train.log").read_text()  # both invocations' messages, in the run dir's own log
+    assert "SIGTERM: stopping" in log and "BC warm start from jsq" in log and f"report: {tmp_path}" in log
+    assert not list((tmp_path / ".resume_hydra").rglob("train.log"))
+
+
+def _compose(*overrides):
+    from hydra import compose, initialize_config_dir
+
+    from vidur_ppo.config import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def _saved_run(run_dir: Path, *overrides):
+    """A run dir's config.yaml as a run writes it (RunState); returns the saved config."""
+    from vidur_ppo.rundir import RunState
+
+    return RunState(run_dir, _compose(*overrides), ["f"], 2).config
+
+
+def _options(group):
+    conf = Path(__file__).resolve().parents[1] / "conf" / group
+    return sorted(p.stem for p in conf.glob("*.yaml") if "sweeper" not in p.read_text())  # single runs only
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in ("env", "workload", "reward", "features", "model", "ppo",
+                                                            "curriculum", "experiment") for o in _options(g)])
+def test_every_option_resumes_with_its_saved_values(tmp_path, group, option):
+    from omegaconf import OmegaConf
+
+    from vidur_ppo.config import validate
+    from vidur_ppo.rundir import resumed_config
+
+    extra = ["workload.path=trace.csv"] if (group, option) == ("workload", "trace") else []
+    saved = _saved_run(tmp_path, f"{group}={option}", *extra)
+    tc = validate(_compose(f"{group}={option}", *extra))
+    cli = _compose(f"resume={tmp_path}", "ppo.num_updates=7")  # the command line's default options
+    resumed, applied = resumed_config(cli, tmp_path, [f"resume={tmp_path}", "ppo.num_updates=7"])
+    again = validate(resumed)
+    assert applied == ["ppo.num_updates=7"] and again.ppo.num_updates == 7
+    assert OmegaConf.to_container(resumed, resolve=True, enum_to_str=True) == {
+        **saved, "resume": str(tmp_path), "ppo": {**saved["ppo"], "num_updates": 7}}
+    for g in ("workload", "reward", "features", "model", "curriculum"):  # typed by the run's options, not the CLI's
+        assert type(getattr(again, g)) is type(getattr(tc, g))
+
+
+def test_a_saved_config_that_fits_no_schema_is_one_config_error(tmp_path):
+    from omegaconf import OmegaConf
+
+    from vidur_ppo.checks import ConfigError
+    from vidur_ppo.rundir import resumed_config
+
+    saved = _saved_run(tmp_path)
+    for reward, error in (({"name": "gone"}, "config.yaml's reward names no option"), ({"renamed_key": 1}, "renamed_key")):
+        (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml({**saved, "reward": {**saved["reward"], **reward}}))
+        with pytest.raises(ConfigError, match=error):
+            resumed_config(None, tmp_path)

@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from vidur_ppo.build import EnvSpec, env_spec
 from vidur_ppo.eval import suite
 from vidur_ppo.checks import ConfigError
-from vidur_ppo.eval.slo_capacity import CapacityConfig, attainment_at, capacity_at_slo, capacity_job
+from vidur_ppo.eval.slo_capacity import CapacityConfig, attainment_at, capacity_at_slo
+from vidur_ppo.eval.suite import capacity_job
 from vidur_ppo.routing.env import EVAL_SEED_BASE
 from vidur_ppo.routing.features import features_config
 from vidur_ppo.routing.rewards import reward_config

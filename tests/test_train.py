@@ -27,6 +27,12 @@ def test_smoke_run_with_wandb_offline_writes_everything(tmp_path):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and list(runs[0].glob("run-*.wandb")), "W&B offline run files missing"
     assert not (tmp_path / "simulator_output").exists()
+    # the end says where the run is; the console stays plain, train.log keeps the run's messages, timestamped
+    lines = out.stderr.splitlines()
+    assert f"run dir: {tmp_path}" in lines and f"report: {tmp_path / 'report.md'}" in lines
+    assert "[INFO]" not in out.stderr + out.stdout
+    log = (tmp_path / "train.log").read_text()
+    assert "BC warm start from jsq" in log and f"run dir: {tmp_path}" in log and "| round_robin |" in log
 
 
 def test_resume_of_a_non_run_dir_is_a_clear_error(tmp_path):

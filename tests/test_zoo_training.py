@@ -8,7 +8,8 @@ from hydra import compose, initialize_config_dir
 from vidur_ppo import build
 from vidur_ppo.checks import ConfigError
 from vidur_ppo.config import register_configs, validate
-from vidur_ppo.workloads import capacity, make_workload
+from vidur_ppo.routing import capacity
+from vidur_ppo.workloads import make_workload
 from vidur_ppo.workloads.families import family_names, family_spec, shape
 from vidur_ppo.workloads.zoo import ZooWorkloadConfig
 

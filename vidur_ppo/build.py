@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 from omegaconf import DictConfig, OmegaConf
 
 from vidur_ppo.checks import check, from_mapping
+from vidur_ppo.routing.capacity import qps_at_load, saturation_rps
 from vidur_ppo.routing.env import DEFAULT_SLO_E2E, EVAL_SEED_BASE, VidurRoutingEnv
 from vidur_ppo.routing.features import FeaturesConfig, features_config
 from vidur_ppo.routing.length_predictor import LengthPredictorConfig
@@ -19,8 +20,7 @@ from vidur_ppo.routing.rewards import RewardConfig, reward_config
 from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
-from vidur_ppo.workloads import WORKLOADS, workload_spec, zoo
-from vidur_ppo.workloads.capacity import qps_at_load
+from vidur_ppo.workloads import WORKLOADS, check_load, workload_spec, zoo
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class EnvSpec:
     # what routers are told of output lengths (routing/length_predictor.py; default: predicted)
     length_predictor: LengthPredictorConfig = dataclasses.field(default_factory=LengthPredictorConfig)
     # workload.load (rho) the workload's qps was resolved from (qps = rho x the cluster's saturation
-    # throughput, workloads/capacity.py); None: qps as given. Scenarios on another cluster re-resolve it
+    # throughput, routing/capacity.py; a zoo: its fixed rho); None: qps as given. Variants re-resolve it
     load: Optional[float] = None
 
     def kwargs(self) -> Dict[str, Any]:
@@ -54,23 +54,30 @@ class EnvSpec:
                  length_predictor: Union[LengthPredictorConfig, Mapping[str, Any], str, None] = None,
                  serve_all: bool = True, replace_workload: bool = False,
                  replicas: Optional[list] = None) -> "EnvSpec":
-        """This spec on another cluster size / load / workload. QPS scales with the replica count
-        unless given; `workload` keys override the run's (a workload of another kind, or any with
-        `replace_workload`, replaces it: a whole family spec must not inherit the run's keys);
-        `replicas` (groups, see ClusterSpec.replicas) makes the scenario cluster a mix, and
-        `num_replicas` without them makes it identical replicas of the base spec (`env.device`...);
-        a run (or `workload`) with `load` re-resolves its QPS from the scenario cluster's capacity
-        unless `qps` (or workload.qps) is given; `serve_all` switches off the safety
-        monitor's episode termination (evaluation serves every request)."""
+        """This spec on another cluster size / load / workload. `workload` keys override the run's (a
+        variant of its workload), unless they are of another kind or `replace_workload` (a family): then
+        they replace it, a whole spec that inherits nothing of the run's. The rate: the scenario's own
+        (`qps`, workload.qps, or workload.load: rho of the scenario cluster's capacity for the scenario's
+        lengths, a trace's included; on a zoo a fixed rho per episode); else a variant keeps the run's
+        (its `load` re-resolved on the scenario cluster, or its QPS), and a replacing workload runs at its
+        own (a family's qps, a trace's own times); a synthetic QPS so kept scales with the replica count
+        (`num_replicas` / the run's). `replicas` (groups, see ClusterSpec.replicas) makes the scenario
+        cluster a mix, and `num_replicas` without them makes it identical replicas of the base spec
+        (`env.device`...); `serve_all` switches off the safety monitor's episode termination (evaluation
+        serves every request)."""
         wl = dict(workload or {})
         load = wl.pop("load", None)
-        if load is None and qps is None and "qps" not in wl:
-            load = self.load  # the run's rho carries over
-        if not replace_workload and wl.get("kind", self.workload.get("kind")) == self.workload.get("kind"):
-            wl = {**self.workload, **wl}  # a variant of the run's workload
+        kind = wl.get("kind", self.workload.get("kind"))
+        if load is not None:
+            check_load({**wl, "kind": kind, "load": load})  # its own keys: a trace's qps and load is an error
+        variant = not replace_workload and kind == self.workload.get("kind")
+        if variant:
+            if load is None and qps is None and "qps" not in wl:
+                load = self.load  # the run's rho carries to a variant of its workload that sets no rate
+            wl = {**self.workload, **wl}
         else:
-            check(wl["kind"] in WORKLOADS, "workload.kind", f"must be one of {sorted(WORKLOADS)}", wl["kind"])
-            wl = workload_spec(from_mapping(WORKLOADS[wl["kind"]], wl, "workload"))  # another kind: replaced
+            check(kind in WORKLOADS, "workload.kind", f"must be one of {sorted(WORKLOADS)}", kind)
+            wl = workload_spec(from_mapping(WORKLOADS[kind], {**wl, "kind": kind}, "workload"))  # replaced
         cluster = self.cluster
         if replicas:
             groups = [dict(g) for g in replicas]
@@ -92,14 +99,19 @@ class EnvSpec:
             wl["qps"] = qps
             wl.pop("qps_max", None)  # a scenario's load is fixed
             load = None
-        if load is not None:
+        check_every_request(cluster, wl)  # a trace scenario: the whole file, before its load is measured
+        if load is not None and wl.get("kind") == "zoo":
+            wl.update(load_min=float(load), load_max=float(load))  # every episode at this rho of its family's
+        elif load is not None:
+            wl.pop("qps_max", None)  # rho fixes the rate (the run's own qps/qps_max are replaced)
+            wl.pop("qps", None)
             load, wl["qps"] = qps_at_load(cluster, wl, load)
         if num_requests is not None and wl.get("kind") in ("synthetic", "zoo"):
             wl["num_requests"] = num_requests
         elif num_requests is not None and not wl.get("max_requests"):  # a trace: seeds pick windows of this size
             wl["max_requests"] = num_requests
         if wl.get("kind") == "zoo":  # every family re-measured on the scenario cluster
-            wl = zoo.resolve(cluster, wl)
+            wl = zoo.resolve(wl, lambda member: saturation_rps(cluster, member))
         safety = dataclasses.replace(self.safety, terminate=False) if serve_all else self.safety
         lengths = self.length_predictor if length_predictor is None else LengthPredictorConfig.of(length_predictor)
         return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_predictor=lengths,
@@ -107,8 +119,9 @@ class EnvSpec:
 
     def for_suite_scenario(self, scenario: Mapping[str, Any], num_requests: int) -> "EnvSpec":
         """A suite scenario (`eval.scenarios` entry, see eval/suite.py) of this run; its `load` (rho of
-        the scenario cluster's capacity) wins over `qps_per_replica`; a `family` (conf/workload/<name>)
-        replaces the run's workload, `workload` keys then override the family's."""
+        the scenario cluster's capacity for the scenario's lengths) wins over `qps_per_replica`; a
+        `family` (conf/workload/<name>) replaces the run's workload, `workload` keys then override the
+        family's. Which rate a scenario without one runs at: `scenario`."""
         from vidur_ppo.workloads.families import family_spec
 
         mix = scenario.get("replicas")
@@ -143,6 +156,23 @@ def _length_predictor(get) -> LengthPredictorConfig:
     return LengthPredictorConfig(kind="lognormal", sigma=sigma) if sigma > 0 else LengthPredictorConfig(kind="oracle")
 
 
+def check_every_request(cluster: ClusterSpec, workload: Mapping[str, Any]) -> None:
+    """A trace replayed with `overlong: error` is checked as a whole file against the cluster's
+    limits, whatever window a seed would pick: one TraceError with the count and the first row."""
+    from vidur_ppo.sim.cluster import ScenarioError
+    from vidur_ppo.sim.trace import TraceError
+    from vidur_ppo.workloads import make_workload
+
+    if workload.get("kind") != "trace" or workload.get("overlong", "error") != "error":
+        return
+    path = workload["path"]
+    every = make_workload({k: v for k, v in workload.items() if k != "load"}).every_request()
+    try:
+        cluster.check_trace(every, name=lambda i: f"row {i + 1} of {path}")
+    except ScenarioError as exc:
+        raise TraceError(str(exc)) from None
+
+
 def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
     """The training env of a run config: a validated `TrainConfig`, or a run dir's saved config.yaml."""
     get = (lambda k, d=None: cfg.get(k, d)) if isinstance(cfg, DictConfig) else (lambda k, d=None: getattr(cfg, k, d))
@@ -151,11 +181,12 @@ def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
                                        if dataclasses.is_dataclass(cluster) else cluster)
     eval_cfg = get("eval")
     workload = workload_spec(_plain(get("workload")))
+    check_every_request(cluster, workload)
     load = workload.pop("load", None)
     if load is not None:  # rho of this cluster's capacity for these lengths -> qps
         load, workload["qps"] = qps_at_load(cluster, workload, load)
     if workload.get("kind") == "zoo":  # each family's capacity on this cluster
-        workload = zoo.resolve(cluster, workload)
+        workload = zoo.resolve(workload, lambda member: saturation_rps(cluster, member))
     return EnvSpec(cluster=cluster, workload=workload, load=load,
                    reward=reward_config(_plain(get("reward"))), features=features_config(_plain(get("features"))),
                    safety=SafetyConfig.of(_plain(get("safety"))), slo_e2e=float(get("slo_e2e", DEFAULT_SLO_E2E)),

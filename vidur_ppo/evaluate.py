@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any, Dict, Tuple
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from vidur_ppo import CONF_DIR
 from vidur_ppo.config import ConfigError, register_configs
 
 register_configs()
@@ -20,12 +22,9 @@ register_configs()
 def output_dir(out, overwrite: bool, run_dir: Path, suite: str) -> Path:
     """A dir of this evaluate run alone, so two runs never overwrite each other: the default one
     gets a numeric suffix when taken (claimed by an atomic mkdir, said on stderr); a named `out=`
-    that holds files is refused unless overwrite=true."""
-    if out:
+    that holds files was refused by `inputs` unless overwrite=true."""
+    if out:  # emptiness checked by `inputs`
         path = Path(out)
-        if path.is_dir() and any(path.iterdir()) and not overwrite:
-            print(f"error: out={path} is not empty; pick another out= or pass overwrite=true", file=sys.stderr)
-            sys.exit(2)
         path.mkdir(parents=True, exist_ok=True)
         return path
     base = run_dir / f"evaluate_{suite}"
@@ -45,42 +44,53 @@ def output_dir(out, overwrite: bool, run_dir: Path, suite: str) -> Path:
     raise RuntimeError(f"no free output dir next to {base}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    from tqdm.auto import tqdm
-
+def inputs(cfg: DictConfig) -> Tuple[Any, Dict[str, str]]:
+    """(the suite config, name -> run dir of every evaluated policy), checked: raises ConfigError
+    (run before Hydra writes anything by `preflight.CheckInputs`, and again by `main`)."""
     from vidur_ppo.checkpoint import load_policy
-    from vidur_ppo.eval.suite import run_suite, suite_size
 
     try:
         ev = OmegaConf.to_object(cfg.eval)
-    except Exception as exc:  # noqa: BLE001 - one clear line
-        print(f"config error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        sys.exit(2)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - omegaconf's errors: their first line
+        raise ConfigError(str(exc).splitlines()[0]) from None
     policies = {str(k): str(v) for k, v in (cfg.policies or {}).items()}
     if cfg.checkpoint:
         policies = {"ppo": str(cfg.checkpoint), **policies}
     if not policies:
-        print("config error: checkpoint=<run dir> (or policies={name: run dir, ...}) is required", file=sys.stderr)
-        sys.exit(2)
-    try:
-        for d in policies.values():
+        raise ConfigError("checkpoint=<run dir> (or policies={name: run dir, ...}) is required")
+    for d in policies.values():
+        try:
             load_policy(d)
-    except (FileNotFoundError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        except FileNotFoundError as exc:
+            raise ConfigError(str(exc)) from None
+    if not isinstance(cfg.overwrite, bool):
+        raise ConfigError(f"overwrite must be true or false, got {cfg.overwrite!r}")
+    if cfg.out and Path(cfg.out).is_dir() and any(Path(cfg.out).iterdir()) and not cfg.overwrite:
+        raise ConfigError(f"out={cfg.out} is not empty; pick another out= or pass overwrite=true")
+    return ev, policies
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from tqdm.auto import tqdm
+
+    from vidur_ppo.eval.suite import run_suite, suite_size
+    from vidur_ppo.input_checks import reject
+
+    try:
+        ev, policies = inputs(cfg)
+    except ConfigError as exc:
+        reject(exc)
     run_dir = Path(next(iter(policies.values())))
     arg = str(run_dir) if list(policies) == ["ppo"] else policies
-    if not isinstance(cfg.overwrite, bool):
-        print(f"config error: overwrite must be true or false, got {cfg.overwrite!r}", file=sys.stderr)
-        sys.exit(2)
     out = output_dir(cfg.out, cfg.overwrite, run_dir, ev.name)
     bar = tqdm(total=suite_size(arg, ev), desc=f"evaluate {ev.name}")
     try:
         text, failed = run_suite(arg, ev, out, progress=lambda: bar.update(1))
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        reject(exc)
     bar.close()
     print(text)
     print(f"\nwritten: {out}/report.md, metrics.csv, *.png", file=sys.stderr)
@@ -90,5 +100,12 @@ def main(cfg: DictConfig) -> None:
         sys.exit(1)
 
 
+def cli() -> None:
+    """`python -m vidur_ppo.evaluate` (and the `vidur-ppo-evaluate` console script)."""
+    from vidur_ppo.input_checks import run_app
+
+    run_app(main)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

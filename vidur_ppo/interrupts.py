@@ -1,11 +1,17 @@
 """SIGTERM and Ctrl-C during training: finish the current update, write a checkpoint, say how to
-resume in one line, exit with 128 + the signal. A second Ctrl-C aborts at once."""
+resume in one line, exit with 128 + the signal. A second Ctrl-C aborts at once.
+
+Only the process that installed the handler acts (and prints): a worker forked while it was installed
+inherits it and ignores the signal; its parent closes it in order after the checkpoint."""
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
-import sys
 from typing import Optional
+
+log = logging.getLogger(__name__)
 
 
 class StopRequested(Exception):
@@ -25,13 +31,18 @@ class StopSignals:
     def __init__(self) -> None:
         self.signum: Optional[int] = None
         self._previous = {}
+        self._owner = os.getpid()
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: abort now
+        if os.getpid() != self._owner:
+            return  # a forked worker: one line, from the parent
+        if self.signum is not None:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: abort now
+            return  # already stopping: said once
         self.signum = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after the current step, then writing a checkpoint "
-              "(Ctrl-C again aborts)", file=sys.stderr)
+        log.warning(f"{signal.Signals(signum).name}: stopping after the current step, then writing a checkpoint "
+                    "(Ctrl-C again aborts)")
 
     def __enter__(self) -> "StopSignals":
         for s in self.SIGNALS:

@@ -15,6 +15,7 @@ feature code), so it makes the same decisions as the policy does in `VidurRoutin
 """
 
 # No `from __future__ import annotations`: vidur's CLI flattener needs real field types.
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
@@ -57,7 +58,7 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
         from vidur_ppo.checkpoint import load_policy
         from vidur_ppo.routing.features import make_feature_set
         from vidur_ppo.routing.length_predictor import LengthPredictor
-        from vidur_ppo.workloads.capacity import replica_speeds
+        from vidur_ppo.routing.capacity import replica_speeds
 
         gs = config.cluster_config.global_scheduler_config
         if not gs.checkpoint:
@@ -107,6 +108,10 @@ def main() -> None:
     from vidur import main as vidur_main
 
     logging.getLogger("vidur").setLevel(logging.INFO)  # vidur's CLI prints its progress
+    if not any(a.endswith("metrics_config_store_plots") for a in sys.argv):
+        # vidur's plots are written through Kaleido, which needs a Google Chrome install (none offline):
+        # off unless asked for (`--metrics_config_store_plots`); the metrics CSVs are written either way
+        sys.argv.append("--no-metrics_config_store_plots")
     vidur_main.main()
 
 

@@ -1,6 +1,6 @@
-"""A run dir belongs to one run: its lock, its config and feature names, and the checkpoint that
-continues it exactly (the trainer's state, every RNG, the episodes in flight in every env, whether
-BC is done and on which seeds, the W&B run id).
+"""A run dir belongs to one run: its lock, its config and feature names, its log (train.log), and
+the checkpoint that continues it exactly (the trainer's state, every RNG, the episodes in flight in
+every env, whether BC is done and on which seeds, the W&B run id).
 
 A second writer is refused with one line (`run.lock` holds the owner's pid; a lock whose process
 is gone is stale and taken over). A new run into a dir that already holds one is refused unless it
@@ -10,9 +10,9 @@ resumes it (`resume=<dir>`) or starts over (`overwrite=true`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -28,6 +28,19 @@ DISTILLED = "distilled"
 #: what `resume=` may change: budgets and reporting, never what the run has learnt from so far
 RESUMABLE_KEYS = ("ppo.num_updates", "checkpoint_every", "logger", "logger.", "eval", "eval.", "torch_threads",
                   "torch_threads_update")
+
+
+log = logging.getLogger(__name__)
+
+
+class RunLog(logging.FileHandler):
+    """`hydra.job_logging`'s file handler: Hydra's job log (`filename`, <run dir>/train.log), or with
+    `resume` the resumed run dir's own, appended to (Hydra's output dir of a resume is under
+    .resume_hydra/). Opened at the first message."""
+
+    def __init__(self, filename: str, resume: Optional[str] = None) -> None:
+        path = Path(resume) / Path(filename).name if resume else Path(filename)
+        super().__init__(path, mode="a", encoding="utf-8", delay=True)
 
 
 def _alive(pid: int) -> bool:
@@ -84,15 +97,37 @@ def claim(run_dir: Path, resume: bool, overwrite: bool) -> Path:
     return lock
 
 
-def resumed_config(cli_cfg, run_dir: Path, overrides: Iterable[str] = ()):
-    """`resume=<run dir>`: the run's saved config, plus the command line's budget and reporting
-    overrides (`RESUMABLE_KEYS`, returned as applied); any other override is refused by key."""
+def saved_config(run_dir: Path):
+    """A run dir's config.yaml, typed as it was run: each group section by the schema of its own
+    option (its `name`, or a workload's `kind`), not by the command line's default options."""
     from omegaconf import OmegaConf
 
-    saved = Path(run_dir) / "config.yaml"
-    if not saved.exists():
+    from vidur_ppo.config import SCHEMAS, TrainConfig
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
         raise ConfigError(f"resume={run_dir}: no config.yaml there (not a vidur-ppo run dir)")
-    cfg = OmegaConf.merge(cli_cfg, OmegaConf.load(saved))
+    saved = OmegaConf.load(path)
+    cfg = OmegaConf.structured(TrainConfig)
+    for group, options in SCHEMAS.items():
+        section = saved.get(group) or {}
+        option = next((section[k] for k in ("name", "kind") if section.get(k) in options), None)
+        if option is None:
+            raise ConfigError(f"resume={run_dir}: its config.yaml's {group} names no option of {', '.join(options)}")
+        cfg[group] = OmegaConf.structured(options[option])
+    try:
+        return OmegaConf.merge(cfg, saved)
+    except Exception as exc:  # omegaconf's errors carry the key; a run of an older schema
+        raise ConfigError(f"resume={run_dir}: its config.yaml does not fit this version "
+                          f"({getattr(exc, 'full_key', '')}: {str(exc).splitlines()[0]})") from None
+
+
+def resumed_config(cli_cfg, run_dir: Path, overrides: Iterable[str] = ()):
+    """`resume=<run dir>`: the run's saved config (`saved_config`), plus the command line's budget and
+    reporting overrides (`RESUMABLE_KEYS`, returned as applied); any other override is refused by key."""
+    from omegaconf import OmegaConf
+
+    cfg = saved_config(run_dir)
     applied: List[str] = []
     for o in overrides:
         key, _, _ = o.lstrip("+~").partition("=")
@@ -134,7 +169,7 @@ class RunState:
         checkpoint.restore_rng(ckpt["rng"], rng)
         self.bc_done = ckpt.get("bc_done", False) or self.bc_done
         self.bc_seeds, self.wandb_id, self.sampler_state = ckpt.get("bc_seeds"), ckpt.get("wandb_id"), ckpt.get("sampler")
-        print(f"resuming {self.run_dir} from update {trainer.update}", file=sys.stderr)
+        log.info(f"resuming {self.run_dir} from update {trainer.update}")
         return trainer.update
 
     def snapshot(self, name: str) -> Path:

@@ -9,6 +9,7 @@ Returns the held-out E2E P99 of the trained policy (the objective of Optuna swee
 from __future__ import annotations
 
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Dict
@@ -18,10 +19,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from vidur_ppo import build, checkpoint, rundir
-from vidur_ppo.config import ConfigError, TrainConfig, register_configs, validate
+from vidur_ppo import CONF_DIR, build, checkpoint, rundir
+from vidur_ppo.config import TrainConfig, register_configs, validate
 
 register_configs()
+#: the run's messages: plain on stderr and timestamped in <run dir>/train.log (`hydra.job_logging`)
+log = logging.getLogger("vidur_ppo.train")  # not __name__: that is __main__ under `python -m`
+#: the evaluation table: stdout (and train.log)
+results = logging.getLogger("vidur_ppo.results")
 
 
 def _sweep_identity() -> Dict[str, Any]:
@@ -51,20 +56,20 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, demos_needed: bool):
+def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, stop, demos_needed: bool):
     """BC from the teacher (once per run, then a checkpoint), and the demonstrations fading BC
-    needs (a resumed run re-collects the warm start's from their seeds); returns them."""
+    needs (a resumed run re-collects the warm start's from their seeds); returns them. A stop
+    during BC raises StopRequested with nothing of BC kept: a resume runs it again, from the start."""
     from vidur_ppo.ppo.bc import collect_demos, warm_start as bc_warm_start
 
+    def bar(total: int, desc: str):
+        return progress_bar(tc.logger.progress, total, 0, desc)
+
     if tc.bc.enabled and not run_state.bc_done:
-        bar = progress_bar(tc.logger.progress, tc.bc.epochs * (1 + tc.bc.dagger_rounds), 0, f"BC from {tc.bc.teacher}")
-        demos, result, run_state.bc_seeds = bc_warm_start(
-            trainer.model, env, tc.bc, rng, tc.eval.seed_base, trainer.update_threads,
-            progress=lambda e, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
-        bar.close()
+        demos, result, run_state.bc_seeds = bc_warm_start(trainer.model, env, tc.bc, rng, tc.eval.seed_base,
+                                                          trainer.update_threads, stop=stop, bar=bar)
         logger.event("bc", 0, **result)
-        print(f"BC warm start from {tc.bc.teacher}: {100 * result['agreement']:.1f}% agreement on held-out episodes",
-              file=sys.stderr)
+        log.info(f"BC warm start from {tc.bc.teacher}: {100 * result['agreement']:.1f}% agreement on held-out episodes")
         run_state.bc_done = True
         run_state.save(trainer, rng)
         run_state.snapshot(rundir.DISTILLED)  # the distilled policy before PPO: PPO is judged against it
@@ -72,11 +77,11 @@ def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, demos_need
     if not demos_needed:
         return None
     seeds = run_state.bc_seeds or [int(s) for s in rng.integers(tc.eval.seed_base, size=tc.bc.episodes)]
-    return collect_demos(env, tc.bc.teacher, seeds)
+    return collect_demos(env, tc.bc.teacher, seeds, stop=stop, bar=bar, desc=f"fading BC: {tc.bc.teacher} labels")
 
 
 def final_evaluation(tc: TrainConfig, spec: build.EnvSpec, model, run_dir: Path, logger, update: int, stop) -> float:
-    """The trained policy and the baselines on the held-out seeds; writes the run's report."""
+    """The trained policy and the baselines on the held-out seeds; writes the run's report and says where."""
     from vidur_ppo.eval import report
     from vidur_ppo.eval.paired import TorchPolicy, evaluate, summary_table, to_float_rows
 
@@ -91,20 +96,26 @@ def final_evaluation(tc: TrainConfig, spec: build.EnvSpec, model, run_dir: Path,
     figs = report.run_report(run_dir, rows, details, seeds, tc.eval)
     logger.log_images({f.stem: f for f in figs})
     logger.log_table("eval/summary", rows)
-    print(summary_table(rows))
+    results.info(summary_table(rows))
     ppo_p99 = float(np.mean([r["e2e_p99"] for r in rows if r["scheduler"] == "ppo"]))
     logger.event("eval", update, ppo_e2e_p99=ppo_p99)
+    log.info(f"run dir: {run_dir}")
+    log.info(f"report: {run_dir / 'report.md'}")
     return ppo_p99
 
 
 def run(cfg: DictConfig, run_dir: Path, resumed_overrides=()) -> float:
     """One training run in `run_dir` (locked for its duration); returns the held-out E2E P99."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from vidur_ppo.interrupts import StopSignals
 
     tc = validate(cfg)
+    if not logging.getLogger().handlers:  # called without Hydra's job logging: the messages still show
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     lock = rundir.claim(run_dir, resume=bool(tc.resume), overwrite=tc.overwrite)
-    try:
-        with StopSignals() as stop:
+    try:  # messages (a stop signal's too) print above the progress bars, not through them
+        with StopSignals() as stop, logging_redirect_tqdm():
             return train(tc, cfg, run_dir, stop, resumed_overrides)
     finally:
         rundir.release_lock(lock)
@@ -115,15 +126,14 @@ def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrid
     from vidur_ppo.interrupts import StopRequested
     from vidur_ppo.models import make_model
     from vidur_ppo.ppo.bc import FadingBC
+    from vidur_ppo.input_checks import probe_env
     from vidur_ppo.ppo.curriculum import make_curriculum
     from vidur_ppo.ppo.trainer import PPOTrainer, TrainingDiverged
     from vidur_ppo.runlog import RunLogger
 
     torch.set_num_threads(tc.torch_threads)
     rng = seed_everything(tc.seed)
-    spec = build.env_spec(tc)
-    probe = spec.make()
-    probe.workload.generate(tc.eval.seed_base)  # bad input (a malformed trace) fails before anything is written
+    spec, probe = probe_env(tc)  # bad input (a malformed trace) fails before anything is written
     features = list(probe.features.names)
     model = make_model(tc.model, probe.cluster.num_replicas, len(features))
     trainer = PPOTrainer(tc.ppo, model, torch.optim.Adam(model.parameters(), lr=tc.ppo.lr, eps=1e-5), rng,
@@ -136,7 +146,7 @@ def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrid
         logger.event("resume", trainer.update, overrides=list(resumed_overrides))
     try:
         fading = tc.bc.enabled and tc.ppo.bc_coef > 0 and tc.ppo.bc_fade_updates > trainer.update
-        demos = warm_start(tc, trainer, probe, rng, state, logger, demos_needed=fading)
+        demos = warm_start(tc, trainer, probe, rng, state, logger, stop, demos_needed=fading)
         stop.check()
         trainer.fading_bc = FadingBC(demos, tc.ppo.bc_coef, tc.ppo.bc_fade_updates) if fading else None
         state.sampler = build.make_sampler(spec, tc.ppo, model, tc.model, len(features), tc.seed)
@@ -171,18 +181,19 @@ def _show(bar, row: Dict[str, Any]) -> None:
 
 
 def _exit(message: str, code: int) -> None:
-    print(message, file=sys.stderr)
+    """The run's last line: on stderr and in train.log."""
+    log.error(message)
     sys.exit(code)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from vidur_ppo.interrupts import StopRequested
     from vidur_ppo.ppo.trainer import TrainingDiverged
-    from vidur_ppo.sim.trace import TraceError
+    from vidur_ppo.input_checks import INPUT_ERRORS, label
 
     hc = HydraConfig.get()
     run_dir, applied = Path(cfg.resume or hc.runtime.output_dir), ()
@@ -190,52 +201,22 @@ def main(cfg: DictConfig) -> float:
         if cfg.resume:
             cfg, applied = rundir.resumed_config(cfg, run_dir, hc.overrides.task)
         return run(cfg, run_dir, applied)
-    except (ConfigError, TraceError, TrainingDiverged) as exc:
+    except (*INPUT_ERRORS, TrainingDiverged) as exc:
         if hc.mode == RunMode.MULTIRUN:
             raise  # a failed job of a sweep: the sweeper records it (Optuna: a failed trial) and goes on
-        kind = {ConfigError: "config error", TraceError: "trace error"}.get(type(exc), "training diverged")
-        _exit(f"{kind}: {exc}", 3 if isinstance(exc, TrainingDiverged) else 2)
+        _exit(f"{label(exc) or 'training diverged'}: {exc}", 2 if label(exc) else 3)
     except StopRequested as exc:
-        _exit(f"stopped by {exc}: checkpoint in {run_dir}; continue with: python -m vidur_ppo.train resume={run_dir}",
-              128 + exc.signum)
+        kept = f"checkpoint in {run_dir}" if (run_dir / checkpoint.CHECKPOINT).exists() else "before the first checkpoint"
+        _exit(f"stopped by {exc}: {kept}; continue with: python -m vidur_ppo.train resume={run_dir}", 128 + exc.signum)
     except KeyboardInterrupt:
         _exit(f"aborted (second Ctrl-C); the last checkpoint is in {run_dir}", 130)
 
 
-def one_line(exc: BaseException) -> str:
-    """Hydra's composition errors (several lines, the key in a `full_key:` line) as one line."""
-    import re
-
-    cause = exc.__cause__
-    text = f"{exc}\n{cause or ''}"
-    detail = str(cause or exc).strip().splitlines()[0]
-    key = re.search(r"full_key: (\S+)", text)
-    options = re.findall(r"^\t(?!schema_)(\w+)$", text.split("Config search path")[0], re.M)
-    out = f"{key[1]}: {detail}" if key and key[1] not in detail else detail
-    return f"{out} (options: {', '.join(options)})" if options else out
-
-
 def cli() -> None:
-    """`python -m vidur_ppo.train`: a config Hydra cannot compose is one line naming the key, exit 2
-    (HYDRA_FULL_ERROR=1 still shows Hydra's full report)."""
-    import os
+    """`python -m vidur_ppo.train` (and the `vidur-ppo` console script)."""
+    from vidur_ppo.input_checks import run_app
 
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    previous = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's report
-    try:
-        main()
-    except (HydraException, OmegaConfBaseException) as exc:
-        if previous == "1":
-            raise
-        _exit(f"config error: {one_line(exc)}", 2)
-    finally:
-        if previous is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = previous
+    run_app(main)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vidur_ppo.eval.report import _plt
+from vidur_ppo.eval.plotting import pyplot
 from vidur_ppo.eval.stats import paired_diff_ci
 from vidur_ppo.routing.heuristics import HEURISTICS
 
@@ -100,7 +100,7 @@ def relative_to_best(rows: pd.DataFrame, key: str = "e2e_p99") -> pd.DataFrame:
 def heatmap(rel: pd.DataFrame, path: Path, title: str = "") -> Path:
     """PNG heat map of `relative_to_best`: diverging colours centred at 0, clipped at +-50%,
     cells annotated when there are at most 40 scenarios."""
-    plt = _plt()
+    plt = pyplot()
     n_rows, n_cols = rel.shape
     fig, ax = plt.subplots(figsize=(3.5 + 0.9 * n_cols, 1.5 + 0.32 * n_rows))
     values = np.ma.masked_invalid(rel.to_numpy(dtype=float))

@@ -8,19 +8,12 @@ from typing import List, Mapping, Optional, Sequence
 
 import numpy as np
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from vidur_ppo.eval.plotting import pyplot
 
 
 def latency_cdfs(e2e: Mapping[str, np.ndarray], path: Path, title: str = "") -> Path:
     """Empirical CDF of per-request E2E latency, one line per scheduler (log x, tail visible)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for name, x in e2e.items():
         x = np.sort(np.asarray(x))
@@ -46,7 +39,7 @@ def p99_vs_load(rows: Sequence[Mapping], path: Path, group: str = "replicas", ke
     df = pd.DataFrame(rows)
     if df.empty or df["qps"].nunique() < 2:
         return None
-    plt = _plt()
+    plt = pyplot()
     groups = sorted(df[group].unique())
     fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
     for ax, g in zip(axes[0], groups):
@@ -73,7 +66,7 @@ def learning_curves(metrics_csv: Path, path: Path) -> Optional[Path]:
     df = pd.read_csv(metrics_csv)
     if df.empty:
         return None
-    plt = _plt()
+    plt = pyplot()
     panels = [("episode_return", "episode return"), ("episode/e2e_p99", "episode E2E P99 (s)"),
               ("entropy", "policy entropy"), ("approx_kl", "approx. KL")]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
@@ -91,7 +84,7 @@ def learning_curves(metrics_csv: Path, path: Path) -> Optional[Path]:
 
 def attention_heatmap(weights: np.ndarray, path: Path, title: str = "") -> Path:
     """Replica-to-replica attention averaged over an evaluation episode."""
-    plt = _plt()
+    plt = pyplot()
     r = weights.shape[0]
     fig, ax = plt.subplots(figsize=(3.2 + 0.3 * r, 2.8 + 0.3 * r))
     im = ax.imshow(weights, cmap="viridis", vmin=0)

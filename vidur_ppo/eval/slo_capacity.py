@@ -1,5 +1,5 @@
 """Capacity at SLO: the largest load rho (a fraction of the cluster's measured saturation throughput,
-`workload.load`, workloads/capacity.py) at which at least `target` of the requests meet both the TTFT
+`workload.load`, routing/capacity.py) at which at least `target` of the requests meet both the TTFT
 and the TPOT SLO, per router, found by bisection. This is the number operators buy GPUs by: a router
 that lifts it serves the same traffic with fewer replicas. Every attainment comes from the paired
 evaluation loop (`paired.evaluate`), so simulation and metrics are those of every other table.
@@ -8,7 +8,7 @@ evaluation loop (`paired.evaluate`), so simulation and metrics are those of ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 
@@ -80,15 +80,3 @@ def capacity_at_slo(spec: EnvSpec, router: Any, cfg: CapacityConfig, seeds: Sequ
         else:
             hi = mid
     return CapacityResult(lo, "", tried)
-
-
-def capacity_job(args) -> Dict[str, Any]:
-    """One (cluster, router) capacity in a worker process (picklable args): (spec, router_name,
-    policy_run_dir or None, cfg, seeds, tags). A run dir's policy is loaded once per process."""
-    from vidur_ppo.eval.suite import cached_policy
-
-    spec, router_name, policy_run_dir, cfg, seeds, tags = args
-    router: Any = router_name if policy_run_dir is None else cached_policy(policy_run_dir)[0]
-    res = capacity_at_slo(spec, router, cfg, seeds)
-    return {**tags, "scheduler": router_name, "capacity": res.capacity, "censored": res.censored,
-            "evaluations": list(res.evaluations)}

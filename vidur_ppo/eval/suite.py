@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from omegaconf import OmegaConf
 
 from vidur_ppo.checks import StrEnum, check, choice, positive
-from vidur_ppo.eval.slo_capacity import CapacityConfig
+from vidur_ppo.eval.slo_capacity import CapacityConfig, capacity_at_slo
 from vidur_ppo.routing.env import EVAL_SEED_BASE
 from vidur_ppo.routing.heuristics import CAPACITY_AWARE, HEURISTICS
 from vidur_ppo.routing.length_predictor import LengthPredictorConfig
@@ -200,7 +200,7 @@ def suite_job(args) -> Dict[str, Any]:
             except ValueError as exc:  # e.g. the legacy GRU on another replica count
                 out["errors"].append(f"{scenario['name']}: {label} cannot run here: {exc}")
     routers = {h if isinstance(h, str) else h[0]: h for h in heuristics}  # names, or (planner, overrides)
-    keep = set(_heuristics_for(bool(first_env.cluster.replicas), [n for n, h in routers.items() if isinstance(h, str)]))
+    keep = set(heuristics_for(bool(first_env.cluster.replicas), [n for n, h in routers.items() if isinstance(h, str)]))
     routers = {n: h for n, h in routers.items() if n in keep or not isinstance(h, str)}
     out["rows"] += [{**tag, **x} for x in evaluate(first_env, routers, [seed], details=details)]
     out["details"] = details
@@ -313,13 +313,23 @@ def capacity_targets(eval_cfg: EvalConfig) -> List[Tuple[Dict[str, Any], Dict[st
     return out
 
 
-def _heuristics_for(mixed: bool, heuristics: List[str]) -> List[str]:
+def heuristics_for(mixed: bool, heuristics: List[str]) -> List[str]:
     """Identical replicas make the capacity-aware heuristics the blind ones (tests/test_hetero.py): run once."""
     return heuristics if mixed else [h for h in heuristics if h not in CAPACITY_AWARE]
 
 
+def capacity_job(args) -> Dict[str, Any]:
+    """One (cluster, router) capacity at SLO in a worker process (picklable args, as `capacity_jobs`
+    makes them): (spec, router_name, policy_run_dir or None, cfg, seeds, tags)."""
+    spec, router_name, policy_run_dir, cfg, seeds, tags = args
+    router: Any = router_name if policy_run_dir is None else cached_policy(policy_run_dir)[0]
+    res = capacity_at_slo(spec, router, cfg, seeds)
+    return {**tags, "scheduler": router_name, "capacity": res.capacity, "censored": res.censored,
+            "evaluations": list(res.evaluations)}
+
+
 def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str]) -> List[tuple]:
-    """One bisection (eval/slo_capacity.py) per `capacity_targets` cluster x router."""
+    """One bisection (eval/slo_capacity.py, run by `capacity_job`) per `capacity_targets` cluster x router."""
     from vidur_ppo.build import env_spec
 
     cap = eval_cfg.capacity
@@ -332,14 +342,14 @@ def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str
         specs = {n: env_spec(cached_policy(d)[1]).for_suite_scenario(scenario, cap.num_requests) for n, d in dirs.items()}
         jobs += [(specs[n], n, d, cap, seeds, tags) for n, d in dirs.items()]
         first = next(iter(specs.values()))
-        jobs += [(first, h, None, cap, seeds, tags) for h in _heuristics_for(bool(first.cluster.replicas), heuristics)]
+        jobs += [(first, h, None, cap, seeds, tags) for h in heuristics_for(bool(first.cluster.replicas), heuristics)]
     return jobs
 
 
 def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
     """How many jobs `run_suite` runs (for a progress bar)."""
     heuristics = [h for h in eval_cfg.routers() if isinstance(h, str)]
-    n_cap = sum(len(policy_dirs(policies)) + len(_heuristics_for(bool(sc.get("replicas")), heuristics))
+    n_cap = sum(len(policy_dirs(policies)) + len(heuristics_for(bool(sc.get("replicas")), heuristics))
                 for sc, _ in capacity_targets(eval_cfg))
     return len(suite_jobs(policies, eval_cfg)) + n_cap
 
@@ -353,7 +363,6 @@ def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) 
     import pandas as pd
 
     from vidur_ppo.eval.report import suite_report
-    from vidur_ppo.eval.slo_capacity import capacity_job
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,12 +10,17 @@ cut into `seq_len` chunks that carry the recurrent state forward (detached), as 
 Agreement with the teacher is measured on held-out demonstration episodes. During PPO, the same
 demonstrations can anchor the policy through a demonstration loss whose weight fades to 0
 (`FadingBC`, weights `ppo.bc_coef` / `ppo.bc_fade_updates`).
+
+Labelling can take minutes per episode (a planner teacher forks the simulation at every decision),
+so each phase shows its own progress (`bar`: a tqdm factory) and a stop signal (`stop.check()`,
+vidur_ppo/interrupts.py) ends BC at the next decision or epoch; nothing of an unfinished BC is
+kept (a resumed run runs it again from the start, on the same seeds).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -56,31 +61,47 @@ class Demo:
     learner_agreement: Optional[float] = None  # DAgger: share of the driving policy's actions the teacher agreed with
 
 
-def collect_demos(env: VidurRoutingEnv, teacher: str, seeds: Sequence[int], learner=None) -> List[Demo]:
+#: a progress bar factory, `bar(total, desc)` -> a tqdm (train.progress_bar; `no_bar` shows nothing)
+Bar = Callable[[int, str], Any]
+
+
+def no_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=True)
+
+
+def collect_demos(env: VidurRoutingEnv, teacher: str, seeds: Sequence[int], learner=None, stop=None,
+                  bar: Bar = no_bar, desc: str = "") -> List[Demo]:
     """One episode per seed, labelled by `teacher` at every decision; the teacher drives, or with a
     `learner` (a policy obs -> action) the learner drives and the teacher only labels (DAgger).
-    A learner's demos record how often it already agreed (`Demo.learner_agreement`)."""
+    A learner's demos record how often it already agreed (`Demo.learner_agreement`). One bar step
+    per episode (`desc` names the phase); `stop.check()` at every decision."""
     from vidur_ppo.eval.paired import make_router
 
     demos = []
-    for seed in seeds:
-        policy = make_router(teacher)
-        policy.reset(seed)
-        obs, _ = env.reset(seed=int(seed))
-        if hasattr(policy, "bind"):
-            policy.bind(env)
-        if learner is not None:
-            learner.reset(seed)
-        feats, actions, agreed, done = [], [], 0, False
-        while not done:
-            a = policy(obs)
-            feats.append(obs["features"])
-            actions.append(a)
-            step = a if learner is None else learner(obs)
-            agreed += int(step == a)
-            obs, _, done, _, _ = env.step(step)
-        demos.append(Demo(torch.as_tensor(np.stack(feats)), torch.as_tensor(actions, dtype=torch.long),
-                          agreed / len(actions) if learner is not None else None))
+    with bar(len(seeds), desc or f"{teacher} labels episodes") as progress:
+        for seed in seeds:
+            policy = make_router(teacher)
+            policy.reset(seed)
+            obs, _ = env.reset(seed=int(seed))
+            if hasattr(policy, "bind"):
+                policy.bind(env)
+            if learner is not None:
+                learner.reset(seed)
+            feats, actions, agreed, done = [], [], 0, False
+            while not done:
+                if stop is not None:
+                    stop.check()  # a planner's episode can take minutes: stop at the next decision
+                a = policy(obs)
+                feats.append(obs["features"])
+                actions.append(a)
+                step = a if learner is None else learner(obs)
+                agreed += int(step == a)
+                obs, _, done, _, _ = env.step(step)
+            demos.append(Demo(torch.as_tensor(np.stack(feats)), torch.as_tensor(actions, dtype=torch.long),
+                              agreed / len(actions) if learner is not None else None))
+            progress.update(1)
     return demos
 
 
@@ -108,37 +129,45 @@ def agreement(model, demos: Sequence[Demo]) -> float:
     return float(hit.sum() / mask.sum())
 
 
-def train_bc(model, demos: Sequence[Demo], epochs: int, lr: float, seq_len: int,
-             progress: Optional[Callable[[int, float], None]] = None) -> List[float]:
-    """Cross-entropy on the actor only (the critic starts learning in PPO)."""
+def train_bc(model, demos: Sequence[Demo], epochs: int, lr: float, seq_len: int, stop=None,
+             bar: Bar = no_bar, desc: str = "BC epochs") -> List[float]:
+    """Cross-entropy on the actor only (the critic starts learning in PPO); `stop.check()` per epoch."""
     params = model.actor_parameters()
     opt = torch.optim.Adam(params, lr=lr)
     feats, actions, mask = _batch(demos)
-    T, B = actions.shape
     losses = []
-    for epoch in range(epochs):
-        state = model.initial_state(B)
-        total, count = 0.0, 0.0
-        for t0 in range(0, T, seq_len):
-            sl = slice(t0, min(t0 + seq_len, T))
-            starts = torch.zeros(mask[sl].shape)
-            if t0 == 0:
-                starts[0] = 1.0
-            logits, _, state = model(feats[sl], state, starts, with_value=False)
-            state = tuple(s.detach() for s in state)
-            ce = F.cross_entropy(logits.flatten(0, 1), actions[sl].flatten(), reduction="none")
-            m = mask[sl].flatten()
-            loss = (ce * m).sum() / m.sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            total += loss.item() * float(m.sum())
-            count += float(m.sum())
-        losses.append(total / max(count, 1))
-        if progress:
-            progress(epoch, losses[-1])
+    with bar(epochs, desc) as progress:
+        for _ in range(epochs):
+            if stop is not None:
+                stop.check()
+            losses.append(_epoch(model, opt, params, feats, actions, mask, seq_len))
+            progress.update(1)
+            progress.set_postfix(loss=f"{losses[-1]:.3f}")
     return losses
+
+
+def _epoch(model, opt, params, feats, actions, mask, seq_len: int) -> float:
+    """One pass over every episode, in `seq_len` chunks (truncated BPTT); the mean loss per decision."""
+    T, B = actions.shape
+    state = model.initial_state(B)
+    total, count = 0.0, 0.0
+    for t0 in range(0, T, seq_len):
+        sl = slice(t0, min(t0 + seq_len, T))
+        starts = torch.zeros(mask[sl].shape)
+        if t0 == 0:
+            starts[0] = 1.0
+        logits, _, state = model(feats[sl], state, starts, with_value=False)
+        state = tuple(s.detach() for s in state)
+        ce = F.cross_entropy(logits.flatten(0, 1), actions[sl].flatten(), reduction="none")
+        m = mask[sl].flatten()
+        loss = (ce * m).sum() / m.sum().clamp(min=1)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        total += loss.item() * float(m.sum())
+        count += float(m.sum())
+    return total / max(count, 1)
 
 
 def demo_loss(model, demos: Sequence[Demo], seq_len: int, chunks: int, rng: np.random.Generator) -> torch.Tensor:
@@ -189,26 +218,30 @@ class FadingBC:
 
 
 def warm_start(model, env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Generator, seed_limit: int,
-               update_threads: int, progress: Optional[Callable[[int, float], None]] = None):
+               update_threads: int, stop=None, bar: Bar = no_bar):
     """Behaviour cloning before PPO: demonstrations of the teacher on training seeds, cross-entropy
     with every core, agreement on held-out episodes. Returns (train demos, result for the log, the
-    seeds of the train demos: a resumed run re-collects the same demonstrations from them)."""
+    seeds of the train demos: a resumed run re-collects the same demonstrations from them).
+    `stop.check()` between decisions and epochs (raises StopRequested); one `bar` per phase."""
     from vidur_ppo.eval.paired import TorchPolicy
 
     seeds = [int(s) for s in rng.integers(seed_limit, size=cfg.episodes + cfg.holdout_episodes)]
-    demos = collect_demos(env, cfg.teacher, seeds)
+    demos = collect_demos(env, cfg.teacher, seeds, stop=stop, bar=bar, desc=f"BC: {cfg.teacher} labels episodes")
     train, held = demos[: cfg.episodes], demos[cfg.episodes:]
     threads = torch.get_num_threads()
     torch.set_num_threads(update_threads)  # no env workers yet
     result = {"teacher": cfg.teacher}
+    fit = dict(epochs=cfg.epochs, lr=cfg.lr, seq_len=cfg.seq_len, stop=stop, bar=bar)
     try:
-        losses = train_bc(model, train, cfg.epochs, cfg.lr, cfg.seq_len, progress=progress)
+        losses = train_bc(model, train, **fit, desc="BC epochs")
         for k in range(cfg.dagger_rounds):  # the policy drives, the teacher labels, retrain on the aggregate
+            round_ = f"DAgger {k + 1}/{cfg.dagger_rounds}"
             visited = collect_demos(env, cfg.teacher, [int(s) for s in rng.integers(seed_limit, size=cfg.dagger_episodes)],
-                                    learner=TorchPolicy(model))
+                                    learner=TorchPolicy(model), stop=stop, bar=bar,
+                                    desc=f"{round_}: {cfg.teacher} labels the policy's episodes")
             result[f"dagger{k}_policy_agreement"] = float(np.mean([d.learner_agreement for d in visited]))
             train = train + visited
-            losses = train_bc(model, train, cfg.epochs, cfg.lr, cfg.seq_len, progress=progress)
+            losses = train_bc(model, train, **fit, desc=f"{round_} epochs")
     finally:
         torch.set_num_threads(threads)
     result.update({"agreement": agreement(model, held), "final_loss": losses[-1],

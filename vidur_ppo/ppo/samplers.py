@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vidur_ppo.ppo.rollout import RolloutBatch, RolloutCollector
-from vidur_ppo.ppo.vector import close_workers
+from vidur_ppo.ppo.vector import close_workers, reap_at_exit
 
 
 class Sampler(Protocol):
@@ -135,6 +135,7 @@ class PolicyWorkerSampler:
             self._remotes.append(remote)
             self._procs.append(p)
         self._closed = False
+        self._reaper = reap_at_exit(self, self._remotes, self._procs)
 
     def _gather(self) -> List[Any]:
         out = []
@@ -178,3 +179,4 @@ class PolicyWorkerSampler:
             return
         self._closed = True
         close_workers(self._remotes, self._procs)
+        self._reaper.cancel()

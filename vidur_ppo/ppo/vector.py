@@ -44,15 +44,24 @@ def close_workers(remotes: Sequence, procs: Sequence, terminate: bool = False) -
     for proc in procs:
         proc.join(timeout=5)
         if proc.is_alive():
-            proc.terminate()
+            proc.kill()  # it ignores SIGTERM (`ignore_interrupts`)
+
+
+def reap_at_exit(owner: Any, remotes: Sequence, procs: Sequence):
+    """Workers ignore SIGTERM, so multiprocessing's exit (SIGTERM, then join) would wait on any left
+    open: close them first, at exit or when `owner` is collected. `.cancel()` it after a close."""
+    from multiprocessing.util import Finalize
+
+    return Finalize(owner, close_workers, args=(remotes, procs, True), exitpriority=10)
 
 
 def ignore_interrupts() -> None:
-    """In a worker process: Ctrl-C reaches the whole process group; only the parent acts on it
-    (saves a checkpoint, then closes its workers in order)."""
+    """In a worker process: Ctrl-C (and a SIGTERM sent to the process group) reaches every process;
+    only the parent acts on it (one message, a checkpoint, then it closes its workers in order)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _worker(remote, parent_remote, env_fns: Sequence[Callable[[], gym.Env]], autoreset_mode) -> None:
@@ -146,6 +155,7 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
             self._remotes.append(remote)
             self._procs.append(proc)
         self._closed = False
+        self._reaper = reap_at_exit(self, self._remotes, self._procs)
         self._remotes[0].send(("spaces", None))
         self.single_observation_space, self.single_action_space, self.metadata = self._recv(self._remotes[0])
         self.metadata = dict(self.metadata or {}, autoreset_mode=autoreset_mode)
@@ -201,6 +211,7 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
             return
         self._closed = True
         close_workers(self._remotes, self._procs, terminate)
+        self._reaper.cancel()
 
 
 def make_vector_env(

@@ -23,7 +23,7 @@ from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
 from vidur_ppo.workloads import WorkloadConfig, make_workload, workload_spec
-from vidur_ppo.workloads.capacity import replica_speeds
+from vidur_ppo.routing.capacity import replica_speeds
 
 ENV_ID = "VidurRouting-v0"
 DEFAULT_SLO_E2E = 8.0  # seconds: the latency SLO of rewards, the safety monitor and the SLO-violation metric
@@ -225,8 +225,8 @@ class VidurRoutingEnv(gym.Env):
         """Swap the workload and/or reward (a curriculum stage); takes effect at the next reset()."""
         if workload is not None:
             self.workload = self._fit_to_cluster(make_workload(workload))
-        # each replica's relative throughput (measured once per group and cached; ones when identical)
-        self.replica_speed = replica_speeds(self.cluster, workload_spec(workload))
+            # each replica's relative throughput for the new lengths (a reward-only stage keeps them)
+            self.replica_speed = replica_speeds(self.cluster, workload_spec(workload))
         if reward is not None:
             self.reward = make_reward(reward)
 

@@ -175,7 +175,7 @@ class SizeAwareFeatures(FullFeatures):
 class HeteroFeatures(SizeAwareFeatures):
     """`size_aware` plus what a mixed cluster's replicas differ in, relative to the cluster's mean
     (1 on identical replicas, so a policy trained on any mix runs on any other):
-    - `speed`: the replica's share of the cluster's saturation throughput (workloads/capacity.py);
+    - `speed`: the replica's share of the cluster's saturation throughput (routing/capacity.py);
     - `kv_capacity`: its KV-cache blocks.
     """
 

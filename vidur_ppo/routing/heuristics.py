@@ -170,7 +170,7 @@ class SITAE(Heuristic):
 
 
 # --- capacity-aware: they weigh each replica by its measured speed (ReplicaColumn.speed, the replica's
-# share of the cluster's saturation throughput, workloads/capacity.replica_speeds); on identical
+# share of the cluster's saturation throughput, routing/capacity.replica_speeds); on identical
 # replicas they are round-robin, least-work-left and power-of-two.
 
 

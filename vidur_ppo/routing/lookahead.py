@@ -15,8 +15,10 @@ replica in the copy, and simulates the copy forward with vidur's own events:
 The candidate with the least cost accrued by every request in the window wins: `latency` is the
 time-integral of requests in the system (total sojourn), `squared` the integral of twice their age,
 sum (age_end^2 - age_start^2), which weighs long sojourns more (the tail); `own` is the routed
-request's own predicted E2E (Block's "least predicted E2E", the copy stops once it is done), and
-`own_slo` the same with the request's own TTFT and TPOT SLOs met first. A real router does not
+request's own predicted E2E (Block's "least predicted E2E", the copy stops once it is done),
+`own_slo` the same with the request's own TTFT and TPOT SLOs met first, and `queue_slo` the SLO
+misses of every request in the copy (queued, running, routed; `slo_cost`), so a decision that makes
+others wait past their first-token SLO is charged for it. A real router does not
 know output lengths: every request in the copy runs its *predicted* length (the env's length
 predictor; at least one token more than it has produced), so the planner reads what the other
 routers read. Id counters are restored after each plan, so planning never changes the real run.
@@ -41,7 +43,7 @@ from vidur_ppo.checks import StrEnum, check, choice, from_mapping, positive
 from vidur_ppo.routing.heuristics import HEURISTICS, Heuristic, LeastWorkLeftTime, make_heuristic
 from vidur_ppo.sim import compat
 from vidur_ppo.sim.driver import replica_state
-from vidur_ppo.sim.metrics import slo_summary
+from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_summary, tpot
 
 # vidur's native execution times are immutable and cannot be pickled: a fork shares them
 copy._deepcopy_dispatch.setdefault(NativeExecutionTime, copy._deepcopy_atomic)
@@ -55,9 +57,15 @@ class Cost(StrEnum):
     # TTFT or TPOT misses its SLO costs SLO_MISS_S more (own E2E alone queues requests behind fast replicas
     # however long their first token waits: experiments/results/headline.md)
     own_slo = "own_slo"
+    # every request of the window (queued, running, routed, sampled): requests missing their TTFT or TPOT
+    # SLO, plus a smooth margin (`slo_cost`); unfinished ones censored at the window's end (lower bounds)
+    queue_slo = "queue_slo"
 
 
 SLO_MISS_S = 1e4  # larger than any E2E: a lexicographic order (SLO met, then E2E)
+# softplus temperature of `slo_cost`'s margin, relative to the SLO: ~0 well inside the SLO, ~linear in the
+# relative excess beyond it, so candidates 1-2% apart near an SLO are still ordered
+SLO_MARGIN = 0.1
 OWN_COSTS = (Cost.own, Cost.own_slo)  # follow the routed request to its end, and only it
 
 
@@ -90,8 +98,30 @@ class LookaheadConfig:
 PLANNERS: Dict[str, Dict[str, Any]] = {
     "lookahead_one_step": {"horizon_s": 0.0, "samples": 1, "drain": True, "cost": "own"},
     "lookahead_one_step_slo": {"horizon_s": 0.0, "samples": 1, "drain": True, "cost": "own_slo"},
+    "lookahead_one_step_queue_slo": {"horizon_s": 0.0, "samples": 1, "drain": True, "cost": "queue_slo"},
     "lookahead": {},  # LookaheadConfig's defaults
+    # the rollout with every request's SLO misses; its sampled arrivals routed by speed (least_work_left on
+    # identical replicas; least_work_left's speed-blind futures cost it 0.95 / 0.88 SLO attainment on mixes:
+    # experiments/results/perf_attempts.md, session 7)
+    "lookahead_queue_slo": {"cost": "queue_slo", "base": "least_work_left_time"},
 }
+
+
+def slo_cost(req: Mapping[str, np.ndarray], slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
+             slo_tpot: Optional[float] = DEFAULT_SLO_TPOT) -> float:
+    """Requests missing their TTFT or TPOT SLO (`slo_summary`'s attainment: one place for "meets"), plus
+    sum over requests and SLOs of SLO_MARGIN * softplus((x - SLO) / SLO / SLO_MARGIN): the count is what
+    attainment scores, the margin orders candidates with as many misses. `req`: ttft, e2e,
+    num_decode_tokens (tpot's columns); an SLO of None is not charged."""
+    n = len(req["ttft"])
+    if n == 0:
+        return 0.0
+    met = slo_summary({**req, "completed": np.ones(n, bool)}, 1.0, slo_ttft, slo_tpot)
+    total = float(n - round(met["slo_attainment"] * n))
+    for x, slo in ((np.asarray(req["ttft"], float), slo_ttft), (tpot(req), slo_tpot)):
+        if slo is not None:
+            total += SLO_MARGIN * float(np.logaddexp(0.0, (x - slo) / (slo * SLO_MARGIN)).sum())
+    return total
 
 
 class _Fork:
@@ -116,7 +146,9 @@ class _Fork:
         pending = driver._pending if only is None else driver._pending[:1]
         self.scheduler, self.events, self.store, self.pending, self.held = copy.deepcopy(
             (scheduler, live, sim._metric_store, list(pending), driver._held_event), memo)
+        elsewhere = set()  # same-instant decisions for other replicas: copied along, but never run here
         if only is not None:
+            elsewhere = {d[1]._id for d in self.scheduler.decisions if d[0] != only}
             self.scheduler.decisions = [d for d in self.scheduler.decisions if d[0] == only]
         heapq.heapify(self.events)
         self.now = now
@@ -129,7 +161,7 @@ class _Fork:
             for r in self.requests.values():
                 if not r._completed:
                     self._set_length(r, r._num_decode_tokens + int(error[r._id]))
-        self.window = [r for r in self.requests.values() if not r._completed]
+        self.window = [r for r in self.requests.values() if not r._completed and r._id not in elsewhere]
         self.speed = driver.replica_speed
 
     def _set_length(self, r: Request, decode: int) -> None:
@@ -183,7 +215,7 @@ class _Fork:
 
     def cost(self, start: float, kind: Cost, slos: Optional[Mapping[str, float]] = None) -> float:
         """Cost accrued in [start, self.now] by the window's requests (unfinished ones censored at now);
-        `own_slo` reads the run's `slos` (slo_ttft, slo_tpot; VidurRoutingEnv.slos)."""
+        `own_slo` and `queue_slo` read the run's `slos` (slo_ttft, slo_tpot; VidurRoutingEnv.slos)."""
         if kind in OWN_COSTS:
             r = self.routed
             e2e = (r._completed_at if r._completed else self.now) - r._arrived_at
@@ -193,6 +225,15 @@ class _Fork:
             met = slo_summary({"e2e": np.array([e2e]), "ttft": np.array([ttft]), "num_decode_tokens":
                                np.array([r.num_decode_tokens]), "completed": np.array([True])}, max(e2e, 1e-9), **(slos or {}))
             return e2e + (0.0 if met["slo_attainment"] == 1.0 else SLO_MISS_S)
+        if kind == Cost.queue_slo:  # an unfinished request's TTFT and TPOT so far: lower bounds at its length
+            window = self.window
+            arrived = np.fromiter((r._arrived_at for r in window), float, len(window))
+            first = np.fromiter((r._prefill_completed_at if r._prefill_completed_at > 0 else self.now
+                                 for r in window), float, len(window))
+            last = np.fromiter((r._completed_at if r._completed else self.now for r in window), float, len(window))
+            decode = np.fromiter((r._num_decode_tokens for r in window), float, len(window))
+            return slo_cost({"ttft": first - arrived, "e2e": last - arrived, "num_decode_tokens": decode},
+                            **(slos or {}))
         total = 0.0
         for r in self.window:
             begin = max(r._arrived_at, start)

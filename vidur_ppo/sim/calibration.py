@@ -135,19 +135,18 @@ def octave_weights(df: pd.DataFrame, size: str, groups: List[str]) -> np.ndarray
     return w
 
 
-def _least_squares(residuals, base, bounds: Dict[str, Tuple[float, float]]) -> Dict[str, float]:
+def _least_squares(residuals, base: RooflinePredictorConfig, bounds: Dict[str, Tuple[float, float]]
+                   ) -> Dict[str, float]:
+    """The `bounds` constants (4 significant digits) minimising `residuals(cfg)`, starting from `base`."""
     from scipy.optimize import least_squares
 
     names = list(bounds)
-    lo = np.array([bounds[p][0] for p in names])
-    hi = np.array([bounds[p][1] for p in names])
+    lo, hi = np.array([bounds[p] for p in names], dtype=float).T
     x0 = np.clip([getattr(base, p) for p in names], lo + 1e-9, hi - 1e-9)
-    sol = least_squares(residuals, x0, bounds=(lo, hi))
+    sol = least_squares(
+        lambda x: residuals(dataclasses.replace(base, **dict(zip(names, map(float, x))))), x0, bounds=(lo, hi)
+    )
     return {p: float(f"{v:.4g}") for p, v in zip(names, sol.x)}
-
-
-def _with(base: RooflinePredictorConfig, names, x) -> RooflinePredictorConfig:
-    return dataclasses.replace(base, **dict(zip(names, map(float, x))))
 
 
 def fit_linear(df: pd.DataFrame, base: RooflinePredictorConfig) -> Dict[str, float]:
@@ -160,17 +159,19 @@ def fit_linear(df: pd.DataFrame, base: RooflinePredictorConfig) -> Dict[str, flo
     device_weight = df["device"].map(LINEAR_FIT_DEVICE_WEIGHT).to_numpy(float)
     weight = octave_weights(df, "num_tokens", ["device", "tp"]) * device_weight
     sqrt_w = np.sqrt(weight)[:, None]
-    names = list(LINEAR_FIT_BOUNDS)
 
-    def residuals(x: np.ndarray) -> np.ndarray:
-        pred = predict_profiles(df, _with(base, names, x))[OPS].to_numpy(float)
+    def residuals(cfg: RooflinePredictorConfig) -> np.ndarray:
+        pred = predict_profiles(df, cfg)[OPS].to_numpy(float)
         return (np.log(pred / meas) * sqrt_w).ravel()
 
     return _least_squares(residuals, base, LINEAR_FIT_BOUNDS)
 
 
-def _stats(rel: np.ndarray) -> Dict[str, float]:
-    return {"median": float(np.median(rel)), "p90": float(np.quantile(rel, 0.9)), "n": rel.size}
+def _stats(ratio: np.ndarray, bias: bool = False) -> Dict[str, float]:
+    """Error stats of pred / measured ratios; the signed `median_bias` tells over- from under-prediction."""
+    rel = np.abs(np.asarray(ratio, dtype=float) - 1)
+    out = {"median": float(np.median(rel)), "p90": float(np.quantile(rel, 0.9)), "n": rel.size}
+    return {**out, "median_bias": float(np.median(ratio) - 1)} if bias else out
 
 
 def error_table(df: pd.DataFrame, pred: pd.DataFrame) -> Dict[str, Dict[str, Dict]]:
@@ -184,14 +185,9 @@ def error_table(df: pd.DataFrame, pred: pd.DataFrame) -> Dict[str, Dict[str, Dic
             sel = df["device"] == dev
             if tp != "all":
                 sel &= df["tp"] == tp
-            row = {}
-            for op in OPS:
-                meas = df.loc[sel, op].to_numpy()
-                row[op] = _stats(np.abs(pred.loc[sel, op].to_numpy() - meas) / meas)
-            ratio = (total_pred[sel] / total_meas[sel]).to_numpy()
-            row["total"] = _stats(np.abs(ratio - 1))
-            # signed bias of the total (median pred/meas - 1): tells over- vs under-prediction
-            row["total"]["median_bias"] = float(np.median(ratio) - 1)
+            ratio = pred.loc[sel, OPS].to_numpy(float) / df.loc[sel, OPS].to_numpy(float)
+            row = {op: _stats(ratio[:, i]) for i, op in enumerate(OPS)}
+            row["total"] = _stats((total_pred[sel] / total_meas[sel]).to_numpy(float), bias=True)
             table[dev][str(tp)] = row
     return table
 
@@ -262,12 +258,11 @@ def step_time_rows(cfg: RooflinePredictorConfig, targets: Dict) -> Dict[str, Lis
 
 def fit_decode(targets: Dict, base: RooflinePredictorConfig) -> Dict[str, float]:
     """Least squares on log(pred/target) of whole decode steps over the decode_targets cells."""
-    names = list(DECODE_FIT_BOUNDS)
     batches = {key: decode_batch(*key) for key in targets}
     meas = np.array([targets[k] for k in batches])
 
-    def residuals(x: np.ndarray) -> np.ndarray:
-        pred = step_predictor(_with(base, names, x))
+    def residuals(cfg: RooflinePredictorConfig) -> np.ndarray:
+        pred = step_predictor(cfg)
         return np.log(np.array([step_ms(pred, b) for b in batches.values()]) / meas)
 
     return _least_squares(residuals, base, DECODE_FIT_BOUNDS)
@@ -313,12 +308,11 @@ def predict_allreduce(df: pd.DataFrame, cfg: RooflinePredictorConfig) -> np.ndar
 
 def fit_allreduce(df: pd.DataFrame, base: RooflinePredictorConfig) -> Dict[str, float]:
     """Least squares on log(pred/measured), every octave of message size weighted alike."""
-    names = list(ALLREDUCE_FIT_BOUNDS)
     sqrt_w = np.sqrt(octave_weights(df, "size", ["node", "workers"]))
     meas = df["measured_ms"].to_numpy(float)
 
-    def residuals(x: np.ndarray) -> np.ndarray:
-        return np.log(predict_allreduce(df, _with(base, names, x)) / meas) * sqrt_w
+    def residuals(cfg: RooflinePredictorConfig) -> np.ndarray:
+        return np.log(predict_allreduce(df, cfg) / meas) * sqrt_w
 
     return _least_squares(residuals, base, ALLREDUCE_FIT_BOUNDS)
 
@@ -334,7 +328,7 @@ def allreduce_errors(df: pd.DataFrame, cfg: RooflinePredictorConfig) -> Dict[str
             sel = idx[(df["size"].to_numpy()[idx] >= lo) & (df["size"].to_numpy()[idx] < hi)]
             band = "all" if lo == 0 and hi == 2**63 else f"{lo >> 20}-{hi >> 20} MiB"
             rows[band] = {
-                **_stats(np.abs(ratio[sel] - 1)),
+                **_stats(ratio[sel]),
                 "median_ratio": float(np.median(ratio[sel])),
                 "measured_ms": float(np.median(df["measured_ms"].to_numpy()[sel])),
                 "pred_ms": float(np.median(pred[sel])),
@@ -364,8 +358,7 @@ def tp_layer_errors(profiles: pd.DataFrame, allreduce: pd.DataFrame, cfg: Roofli
         pred_ar = np.array([allreduce_ms(x, tp, link, cfg) for x in size])
         measured = rows[OPS].sum(axis=1).to_numpy() + 2 * measured_ar
         predicted = pred_ops.loc[rows.index, OPS].sum(axis=1).to_numpy() + 2 * pred_ar
-        rel = np.abs(predicted / measured - 1)
-        out[dev] = {**_stats(rel), "median_bias": float(np.median(predicted / measured - 1)),
+        out[dev] = {**_stats(predicted / measured, bias=True),
                     "comm_share": float(np.median(2 * measured_ar / measured))}
     return out
 
@@ -379,30 +372,17 @@ TP2_LAYER_MEDIAN_ERROR_BOUND = 0.15  # issue 16: a TP2 layer, communication incl
 
 def acceptance_checks(table: Dict, steps: Dict[str, List[Dict]], tp_layers: Dict | None = None) -> List[Dict]:
     """One row per bound: what is checked, the worst value, the bound, whether it holds."""
+
+    def check(what: str, worst: str, value: float, bound: float) -> Dict:
+        return {"check": what, "worst": worst, "value": value, "bound": bound, "ok": bool(value <= bound)}
+
     checks = []
     for kind, tol in STEP_TOLERANCE.items():
-        worst = max(steps[kind], key=lambda r: abs(r["ratio"] - 1))
-        checks.append(
-            {
-                "check": f"{kind} steps: worst abs(pred / target - 1)",
-                "worst": f"{worst['source']} {worst['batch']} x {worst['tokens']}",
-                "value": abs(worst["ratio"] - 1),
-                "bound": tol,
-            }
-        )
-    for dev, bound in MLP_MEDIAN_ERROR_BOUND.items():
-        if dev in table:
-            checks.append(
-                {
-                    "check": f"{dev} MLP-layer total: median error",
-                    "worst": "all TP",
-                    "value": table[dev]["all"]["total"]["median"],
-                    "bound": bound,
-                }
-            )
-    for dev, stats in (tp_layers or {}).items():
-        checks.append({"check": f"{dev} TP2 layer incl. all-reduce: median error", "worst": "1-4096 tokens",
-                       "value": stats["median"], "bound": TP2_LAYER_MEDIAN_ERROR_BOUND})
-    for c in checks:
-        c["ok"] = bool(c["value"] <= c["bound"])
+        w = max(steps[kind], key=lambda r: abs(r["ratio"] - 1))
+        checks.append(check(f"{kind} steps: worst abs(pred / target - 1)",
+                            f"{w['source']} {w['batch']} x {w['tokens']}", abs(w["ratio"] - 1), tol))
+    checks += [check(f"{dev} MLP-layer total: median error", "all TP", table[dev]["all"]["total"]["median"],
+                     bound) for dev, bound in MLP_MEDIAN_ERROR_BOUND.items() if dev in table]
+    checks += [check(f"{dev} TP2 layer incl. all-reduce: median error", "1-4096 tokens", stats["median"],
+                     TP2_LAYER_MEDIAN_ERROR_BOUND) for dev, stats in (tp_layers or {}).items()]
     return checks

@@ -10,7 +10,7 @@ is a clear error before the run instead of vidur's "Simulation ended with pendin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from vidur.config import (
     BaseExecutionTimePredictorConfig,
@@ -273,11 +273,12 @@ class ClusterSpec:
             limits.append(self.max_tokens_in_batch)
         return int(min(limits))
 
-    def check_trace(self, trace: Trace) -> None:
-        """Fail before the run on requests this replica (every replica group) could never finish."""
+    def check_trace(self, trace: Trace, name: Callable[[int], str] = "request {}".format) -> None:
+        """Fail before the run on requests this replica (every replica group) could never finish;
+        `name` formats the first one's index (a whole trace file names its row)."""
         if self.replicas:
             for _, spec in self.groups():
-                spec.check_trace(trace)
+                spec.check_trace(trace, name)
             return
         total = trace.num_prefill_tokens + trace.num_decode_tokens
         checks = [(total > self.max_request_tokens,
@@ -293,10 +294,10 @@ class ClusterSpec:
             if bad.any():
                 i = int(bad.argmax())
                 raise ScenarioError(
-                    f"request {i} (prefill={int(trace.num_prefill_tokens[i])}, "
-                    f"decode={int(trace.num_decode_tokens[i])}) can never run: {why} "
-                    f"({int(bad.sum())} such requests in the trace; a trace replays them with "
-                    "workload.overlong=clip or drop)"
+                    f"{int(bad.sum())} of {len(bad)} requests can never run: {why}; the first is "
+                    f"{name(i)} (prefill={int(trace.num_prefill_tokens[i])}, "
+                    f"decode={int(trace.num_decode_tokens[i])}); a trace replays them with "
+                    "workload.overlong=clip or drop"
                 )
 
     def _request_generator_config(self, trace: Trace) -> GivenRequestsConfig:

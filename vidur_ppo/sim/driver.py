@@ -67,7 +67,7 @@ class SimDriver:
     def __init__(self, cluster: ClusterSpec, trace: Trace, record_token_times: bool = True,
                  length_error: Optional[np.ndarray] = None, replica_speed: Optional[np.ndarray] = None):
         self.cluster = cluster
-        self.replica_speed = replica_speed  # ReplicaColumn.speed (workloads/capacity.replica_speeds); None: ones
+        self.replica_speed = replica_speed  # ReplicaColumn.speed (routing/capacity.replica_speeds); None: ones
         # predicted - true output length per request id, as routers are told them (None: exact)
         self.length_error = length_error
         self.trace = trace

@@ -209,6 +209,18 @@ class TraceWorkload:
         p, d, clipped = self._fit_tokens(p, d)
         return Trace(self._arrivals(t, len(p), seed), p, d, num_clipped=clipped, num_dropped=dropped)
 
+    def every_request(self) -> Trace:
+        """Every row a replay of any seed could hold (the time window's, not subsampled, none
+        dropped or clipped), arrivals at 0: what a whole-file check reads (row i is file row i + 1)."""
+        f = read_trace_file(self.path)
+        p, d = f.num_prefill_tokens, f.num_decode_tokens
+        if self.time_window is not None and f.arrived_at is not None:
+            lo, hi = np.searchsorted(f.arrived_at, self.time_window, side="left")
+            p, d = p[lo:hi], d[lo:hi]
+        if len(p) == 0:
+            raise TraceError(f"{self.path}: no requests in time_window={self.time_window!r}")
+        return Trace(np.zeros(len(p)), p, d)
+
     def _token_limit(self) -> int:
         if self.max_total_tokens is None:
             raise TraceError(f"{_WHERE}: 'overlong'={self.overlong!r} needs 'max_total_tokens' "

@@ -19,6 +19,7 @@ turns a :class:`Trace` into vidur requests.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Optional, Union
@@ -155,7 +156,7 @@ class SyntheticWorkload:
         if self.arrival not in SYNTHETIC_ARRIVALS:
             raise ValueError(f"{w}: 'arrival' must be one of {list(SYNTHETIC_ARRIVALS)}, got {self.arrival!r}")
         self._check_arrival_keys(w)
-        pre, dec = make_length_dist(self.prefill), make_length_dist(self.decode)  # fail early on bad specs
+        pre, dec = (self._length_dist(key, w) for key in ("prefill", "decode"))  # fail early on bad specs
         rho = _optional_number(self, "correlation", w)
         if rho is not None and not -1.0 <= rho <= 1.0:
             raise ValueError(f"{w}: 'correlation' must be in [-1, 1], got {rho}")
@@ -166,6 +167,14 @@ class SyntheticWorkload:
                                         and np.allclose(pre.probabilities, dec.probabilities)):
             raise ValueError(f"{w}: 'paired_mixture' needs prefill and decode of kind=mixture with the same "
                              f"weights, got {self.prefill.get('kind')!r} / {self.decode.get('kind')!r}")
+
+    def _length_dist(self, key: str, where: str):
+        """`make_length_dist` of the prefill or decode spec; its errors name the spec's key ('decode.median')."""
+        try:
+            return make_length_dist(getattr(self, key))
+        except ValueError as e:
+            named = re.sub(r"'(\w+)'", f"'{key}.\\1'", str(e), count=1)
+            raise ValueError(f"{where}: {named if named != str(e) else f'{key}: {e}'}") from None
 
     def _check_arrival_keys(self, w: str) -> None:
         for arrival, keys in _ARRIVAL_KEYS.items():

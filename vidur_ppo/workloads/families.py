@@ -4,12 +4,12 @@ from a run's workload so a suite can tell which family a policy was trained on (
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from vidur_ppo import CONF_DIR
 from vidur_ppo.checks import check, from_mapping
 
-WORKLOAD_CONF = Path(__file__).resolve().parents[2] / "conf" / "workload"
+WORKLOAD_CONF = CONF_DIR / "workload"
 #: keys that set how much and how long, not the family's shape
 RATE_KEYS = ("qps", "qps_max", "num_requests", "load", "start_time", "max_requests")
 
@@ -23,20 +23,22 @@ def family_spec(name: str) -> Dict[str, Any]:
     """conf/workload/<name>.yaml as a whole workload spec (schema defaults filled in)."""
     from omegaconf import OmegaConf
 
-    from vidur_ppo.workloads import WORKLOADS, workload_spec
+    from vidur_ppo.workloads.specs import BASE_WORKLOADS, length_shapes, workload_spec
 
     path = WORKLOAD_CONF / f"{name}.yaml"
     check(path.exists(), "family", f"must be a workload file of {WORKLOAD_CONF} ({', '.join(family_names())})", name)
     raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    schema = next((d for d in raw.pop("defaults", []) if isinstance(d, str) and d.startswith("schema_")),
-                  "schema_synthetic")
+    defaults = [d for d in raw.pop("defaults", []) if isinstance(d, str)]
+    schema = next((d for d in defaults if d.startswith("schema_")), "schema_synthetic")
+    for shared in (d for d in defaults if d.startswith("/lengths/")):  # `- /lengths/<name>@_here_`
+        raw = {**length_shapes(shared.removeprefix("/lengths/").split("@")[0]), **raw}
     kind = schema.removeprefix("schema_")
-    return workload_spec(from_mapping(WORKLOADS[kind], {**raw, "kind": kind}, f"workload ({name})"))
+    return workload_spec(from_mapping(BASE_WORKLOADS[kind], {**raw, "kind": kind}, f"workload ({name})"))
 
 
 def shape(spec: Mapping[str, Any]) -> Dict[str, Any]:
     """A workload spec without its rate and size keys: what makes two workloads the same family."""
-    from vidur_ppo.workloads import workload_spec
+    from vidur_ppo.workloads.specs import workload_spec
 
     return {k: v for k, v in workload_spec(spec).items() if k not in RATE_KEYS}
 

@@ -2,7 +2,7 @@
 
 `workload=zoo` draws, per episode and from its seed, one of `families` (conf/workload files, uniformly)
 and a load rho ~ U[load_min, load_max] of the cluster's measured capacity for that family
-(workloads/capacity.py, the same cached measurement as `workload.load`), so a policy meets both the
+(routing/capacity.py, the same cached measurement as `workload.load`), so a policy meets both the
 workloads where a size split pays and those where balancing does, at light and heavy load. The
 families a policy trains on are its training families: the generalisation suite holds out the rest
 (`eval.grid.train_families` must include every one of them).
@@ -11,7 +11,7 @@ families a policy trains on are its training families: the generalisation suite 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -41,16 +41,16 @@ class ZooWorkloadConfig:
         positive(self, "workload", "num_requests")
 
 
-def resolve(cluster, spec: Mapping[str, Any]) -> Dict[str, Any]:
-    """The zoo spec with `members` for this cluster: each family at its saturation rate (rho = 1)."""
-    from vidur_ppo.workloads.capacity import qps_at_load
+def resolve(spec: Mapping[str, Any], saturation: Callable[[Mapping[str, Any]], float]) -> Dict[str, Any]:
+    """The zoo spec with `members`: each family at its saturation rate (rho = 1), `saturation(member)`
+    (build.py passes the cluster's measured one, routing/capacity.py: measuring routes, so it is not here)."""
     from vidur_ppo.workloads.families import family_spec
 
     members = []
     for name in spec["families"]:
         member = {**family_spec(name), "num_requests": int(spec["num_requests"])}
         member.pop("qps_max", None)
-        member["qps"] = qps_at_load(cluster, member, 1.0)[1]
+        member["qps"] = float(saturation(member))
         members.append(member)
     return {**dict(spec), "members": members}
 
