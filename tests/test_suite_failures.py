@@ -5,7 +5,6 @@ import csv
 import subprocess
 import sys
 
-import pytest
 
 from vidur_ppo.eval.suite import failed_scenarios
 from vidur_ppo.evaluate import output_dir
