@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common import arg_parser
 from vidur_ppo.eval.plotting import pyplot
 from vidur_ppo.routing.rewards import REWARDS, make_reward
 
@@ -38,4 +39,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    arg_parser(__doc__).parse_args()  # --help says what it draws instead of drawing it
     main()
