@@ -36,7 +36,7 @@ from vidur_ppo.workloads import DEFAULT_WORKLOAD, check_load, make_workload, wor
 VERSION = 2
 #: the completions the rate is measured over: the burst's start (batches filling) and its drain (a few
 #: long decodes on emptying replicas) are left out, so it is the sustained rate of full batches; the
-#: makespan rate (VERSION 1) understated it: requests met their SLOs at 1.4x "saturation" (issue 15)
+#: makespan rate (VERSION 1) understated it: requests met their SLOs at 1.4x "saturation"
 STEADY = (0.2, 0.8)
 #: requests per replica in the measuring burst (at least MIN_REQUESTS in all)
 REQUESTS_PER_REPLICA = 1000

@@ -364,10 +364,10 @@ def tp_layer_errors(profiles: pd.DataFrame, allreduce: pd.DataFrame, cfg: Roofli
 
 
 # ----------------------------------------------------------------------------- acceptance
-# Issue 14's bar: whole steps vs published measurements, per-layer MLP totals vs the profiles.
+# The decode model's bar: whole steps vs published measurements, per-layer MLP totals vs the profiles.
 STEP_TOLERANCE = {"decode": 0.15, "serving": 0.15, "prefill": 0.10}  # |pred / target - 1|
 MLP_MEDIAN_ERROR_BOUND = {"a100": 0.05, "h100": 0.05, "a40": 0.10}
-TP2_LAYER_MEDIAN_ERROR_BOUND = 0.15  # issue 16: a TP2 layer, communication included
+TP2_LAYER_MEDIAN_ERROR_BOUND = 0.15  # a TP2 layer, communication included
 
 
 def acceptance_checks(table: Dict, steps: Dict[str, List[Dict]], tp_layers: Dict | None = None) -> List[Dict]:

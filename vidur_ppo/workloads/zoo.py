@@ -1,4 +1,4 @@
-"""Training over the zoo (issue 17): domain randomisation over workload families and loads.
+"""Training over the zoo: domain randomisation over workload families and loads.
 
 `workload=zoo` draws, per episode and from its seed, one of `families` (conf/workload files, uniformly)
 and a load rho ~ U[load_min, load_max] of the cluster's measured capacity for that family
