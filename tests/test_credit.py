@@ -39,11 +39,12 @@ def test_assign_replaces_whole_episodes_and_refuses_partial_ones():
         credit.assign(raw, [(3, 0, np.arange(4.0)), (5, 1, np.arange(6.0))])  # env 0's steps 4-5 unfinished
 
 
-def _episode_rewards(reference, policy):
+def _episode(reference, policy, metric="e2e"):
     from vidur_ppo.routing.heuristics import make_heuristic
 
     env = VidurRoutingEnv(cluster={"num_replicas": 2}, slo_e2e=4.0,
-                          reward={"credit": "decision", "decision_power": 1.0, "reference": reference},
+                          reward={"credit": "decision", "decision_power": 1.0, "reference": reference,
+                                  "decision_metric": metric},
                           workload={"kind": "synthetic", "num_requests": 50, "qps": 20.0, "prefill": PROMPTS,
                                     "decode": OUTPUTS})
     h = make_heuristic(policy)
@@ -52,7 +53,12 @@ def _episode_rewards(reference, policy):
     done = False
     while not done:
         obs, _, done, _, info = env.step(h(obs))
-    return info["decision_rewards"], env.driver.per_request()
+    return env, info["decision_rewards"]
+
+
+def _episode_rewards(reference, policy):
+    env, rewards = _episode(reference, policy)
+    return rewards, env.driver.per_request()
 
 
 def test_reference_rewards_cancel_the_trace_and_keep_the_difference():
@@ -75,3 +81,40 @@ def test_a_reference_needs_decision_credit():
         RewardConfig(reference="jsq")
     with pytest.raises(ConfigError, match="reward.reference"):
         RewardConfig(credit="decision", reference="oracle")
+    with pytest.raises(ConfigError, match="reward.decision_metric"):
+        RewardConfig(decision_metric="slo")  # a per-request cost needs the decision that routed the request
+    with pytest.raises(ConfigError, match="reward.decision_metric"):
+        RewardConfig(credit="decision", decision_metric="goodput")
+    assert RewardConfig(credit="decision", decision_metric="slo").decision_metric == "slo"
+
+
+def test_slo_decision_rewards_charge_each_request_its_slo_cost():
+    from vidur_ppo.sim.metrics import slo_costs
+
+    env, dec = _episode(None, "jsq", "slo")
+    req = env.driver.per_request()
+    order = np.argsort(req["arrived_at"], kind="stable")  # decision k routed the k-th arrival
+    assert dec.shape == (50,)
+    np.testing.assert_allclose(dec, -slo_costs(req, **env.slos)[order], rtol=1e-12)
+    env.slos = {"slo_ttft": 1e3, "slo_tpot": 1e3}  # every request meets both: only a vanishing margin
+    assert ((env.decision_rewards() < 0) & (env.decision_rewards() > -0.01)).all()
+    env.slos = {"slo_ttft": 1e-4, "slo_tpot": 1e-4}  # every request misses its first token's SLO
+    assert (env.decision_rewards() <= -1.0).all()
+    # the reference itself driving: every request's reward is exactly 0 (same trace, same predictions)
+    _, same = _episode("jsq", "jsq", "slo")
+    np.testing.assert_allclose(same, 0.0, atol=1e-12)
+
+
+def test_slo_decision_rewards_count_unfinished_requests_times_so_far():
+    # mid-episode (as when the safety monitor ends one): a request without its first token yet has waited
+    # now - arrival for it, a lower bound that already misses a 0.1 ms TTFT SLO
+    env = VidurRoutingEnv(cluster={"num_replicas": 2}, slo_ttft=1e-4, reward={"credit": "decision", "decision_metric": "slo"},
+                          workload={"kind": "synthetic", "num_requests": 50, "qps": 20.0, "prefill": PROMPTS,
+                                    "decode": OUTPUTS})
+    env.reset(seed=3)
+    for k in range(20):
+        env.step(k % 2)
+    req = env.driver.per_request()
+    assert (req["first_token_at"][env._routed] == 0).any()  # some routed requests wait for their first token
+    dec = env.decision_rewards()
+    assert dec.shape == (20,) and (dec <= -1.0).all()

@@ -75,3 +75,31 @@ def test_slo_values_checked_naming_the_key():
                     ({"slo_tpot": "fast"}, "slo_tpot"), ({"slo_ttft": float("inf")}, "slo_ttft")):
         with pytest.raises(ValueError, match=f"'{key}'"):
             summarize(_slo_requests(), num_replicas=2, **kw)
+
+
+def test_slo_costs_per_request_by_hand():
+    import math
+
+    import pytest
+
+    from vidur_ppo.sim.metrics import SLO_MARGIN, slo_costs, slo_met, slo_summary
+
+    def soft(z):  # SLO_MARGIN * softplus(z / SLO_MARGIN), z = (x - SLO) / SLO
+        return SLO_MARGIN * math.log1p(math.exp(z / SLO_MARGIN))
+
+    # a: TTFT 0.2 s, 10 tokens at 0.05 s after the first (meets both); b: TTFT 0.5 s, one token (misses TTFT,
+    # TPOT 0): the lookahead test's pair, per request
+    req = {"ttft": np.array([0.2, 0.5]), "e2e": np.array([0.2 + 9 * 0.05, 0.5]), "num_decode_tokens": np.array([10, 1])}
+    a, b = soft(-0.2) + soft(-0.5), 1.0 + soft(1.0) + soft(-1.0)
+    np.testing.assert_allclose(slo_costs(req, 0.25, 0.1), [a, b], rtol=1e-12)
+    assert a + b == pytest.approx(2.0134, abs=1e-4)
+    # an unfinished request meets nothing: a's miss is charged, its margins stay
+    np.testing.assert_allclose(slo_costs({**req, "completed": np.array([False, True])}, 0.25, 0.1), [1.0 + a, b],
+                               rtol=1e-12)
+    # the same "meets" as attainment: one predicate
+    five = _slo_requests()
+    both = np.logical_and(*slo_met(five))
+    assert both.tolist() == [True, False, False, True, False]
+    assert slo_summary(five, 1.0)["slo_attainment"] == both.mean()
+    with pytest.raises(ValueError, match="'slo_tpot'"):
+        slo_costs(req, 0.25, 0.0)

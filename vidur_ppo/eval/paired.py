@@ -21,7 +21,8 @@ TABLE_METRICS = [("e2e_p50", "E2E P50"), ("e2e_p99", "E2E P99"), ("ttft_p90", "T
 
 
 class TorchPolicy:
-    """A trained actor as a policy `obs -> replica` (keeps its recurrent state per episode)."""
+    """A trained actor as a policy `obs -> replica` (keeps its recurrent state per episode, and the
+    last decision's `logits` for routing/guard.py's confidence test)."""
 
     name = "ppo"
 
@@ -51,10 +52,10 @@ class TorchPolicy:
             w = self.model.attention_weights()[0]
             self.attention_sum = w.clone() if self.attention_sum is None else self.attention_sum + w
             self.attention_count += 1
-        self.start = torch.zeros((1, 1))
+        self.start, self.logits = torch.zeros((1, 1)), logits[0, 0]
         if self.deterministic:
-            return int(logits[0, 0].argmax())
-        return int(torch.multinomial(torch.softmax(logits[0, 0], -1), 1, generator=self.gen))
+            return int(self.logits.argmax())
+        return int(torch.multinomial(torch.softmax(self.logits, -1), 1, generator=self.gen))
 
 
 def make_router(spec):
@@ -69,7 +70,8 @@ def make_router(spec):
 def evaluate(env: VidurRoutingEnv, policies: Dict[str, Any], seeds: Sequence[int], progress=None,
              details: Optional[Dict[str, Any]] = None) -> List[Dict[str, Any]]:
     """Run every policy (name -> policy, or a `make_router` spec) on the trace of every seed; a
-    planner's rows also carry its mean wall time per decision (`decision_ms`).
+    planner's rows also carry its mean wall time per decision (`decision_ms`), a guarded policy's
+    its share of decisions handed to its base heuristic (`fallback_rate`, routing/guard.py).
 
     `details`, if given, receives per-request E2E latencies of the first seed per scheduler
     (for CDF plots) and the attention map [R, R] averaged over that episode (attention models).
@@ -84,6 +86,8 @@ def evaluate(env: VidurRoutingEnv, policies: Dict[str, Any], seeds: Sequence[int
             rows.append({"scheduler": name, "seed": int(seed), **m})
             if getattr(policy, "decision_seconds", None):
                 rows[-1]["decision_ms"] = 1000 * float(np.mean(policy.decision_seconds))
+            if hasattr(policy, "fallback_rate"):
+                rows[-1]["fallback_rate"] = policy.fallback_rate
             if details is not None and i == 0:
                 req = env.driver.per_request()
                 details.setdefault("e2e", {})[name] = req["e2e"][req["completed"]]
@@ -117,12 +121,13 @@ def _paired(rows, name, ref, key):
 
 def summary_table(rows: List[Dict[str, Any]], reference: str = "round_robin") -> str:
     """Mean ± 95% CI per scheduler; paired E2E P99 / TTFT P90 differences vs round-robin and vs
-    the best heuristic (negative = better)."""
+    the best heuristic (negative = better); with guarded policies, their mean fallback rate."""
     names = list(dict.fromkeys(r["scheduler"] for r in rows))
     best = best_heuristic(rows)
+    guarded = any(np.isfinite(r.get("fallback_rate", np.nan)) for r in rows)
     head = ("| scheduler | " + " | ".join(label for _, label in TABLE_METRICS) +
-            f" | E2E P99 vs {reference} | E2E P99 vs best ({best}) | TTFT P90 vs best |")
-    lines = [head, "|---|" + "---:|" * (len(TABLE_METRICS) + 3)]
+            f" | E2E P99 vs {reference} | E2E P99 vs best ({best}) | TTFT P90 vs best |" + (" fallback |" if guarded else ""))
+    lines = [head, "|---|" + "---:|" * (len(TABLE_METRICS) + 3 + guarded)]
     for n in names:
         mine = [r for r in rows if r["scheduler"] == n]
         cells = []
@@ -131,6 +136,9 @@ def summary_table(rows: List[Dict[str, Any]], reference: str = "round_robin") ->
             cells.append(f"{m:.3g} ± {h:.2g}")
         cells += [_paired(rows, n, reference, "e2e_p99"), _paired(rows, n, best, "e2e_p99"),
                   _paired(rows, n, best, "ttft_p90")]
+        if guarded:
+            rates = [r["fallback_rate"] for r in mine if np.isfinite(r.get("fallback_rate", np.nan))]
+            cells.append(f"{100 * np.mean(rates):.1f}%" if rates else "—")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

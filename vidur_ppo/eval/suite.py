@@ -6,13 +6,14 @@ workload spec, a missing trace file) fails alone: the rest is still evaluated an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from omegaconf import OmegaConf
 
-from vidur_ppo.checks import StrEnum, check, choice, positive
+from vidur_ppo.checks import ConfigError, StrEnum, check, choice, positive
 from vidur_ppo.eval.slo_capacity import CapacityConfig, capacity_at_slo
 from vidur_ppo.routing.env import EVAL_SEED_BASE
+from vidur_ppo.routing.guard import GuardConfig, Guarded, training_stats
 from vidur_ppo.routing.heuristics import CAPACITY_AWARE, HEURISTICS
 from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 from vidur_ppo.routing.lookahead import make_planner
@@ -104,14 +105,18 @@ class EvalConfig:
     sampled: bool = False  # also the sampled (stochastic) policy
     workers: int = 2
     # what every router is told of output lengths in this suite (routing/length_predictor.py), unless a
-    # scenario sets its own; None: each run's own `length_predictor`
-    length_predictor: Optional[Dict[str, Any]] = None
+    # scenario sets its own; None: each run's own `length_predictor`. Typed Any, as `guard` below: a whole
+    # mapping set on a null Optional[Dict] is an error inside OmegaConf's override merge
+    length_predictor: Any = None
     grid: GridConfig = field(default_factory=GridConfig)
     # lookahead planners (routing/lookahead.py PLANNERS) on the same traces: reported next to the routers,
     # never part of the best-heuristic bar, not in capacity bisections (seconds per decision)
     planners: List[str] = field(default_factory=list)
     lookahead: Dict[str, Any] = field(default_factory=dict)  # LookaheadConfig overrides for every planner
     capacity: CapacityConfig = field(default_factory=lambda: CapacityConfig(replicas=[]))
+    # GuardConfig keys (routing/guard.py): every learned policy also runs guarded, as `<name>_guarded`, with its
+    # fallback rate; None: off. Typed Any so that an override on the null default (eval.guard.margin=1) works
+    guard: Any = None
 
     def __post_init__(self) -> None:
         positive(self, "eval", "seeds", "seed_base", "num_requests", "workers")
@@ -124,10 +129,18 @@ class EvalConfig:
             unknown = set(sc) - set(SCENARIO_KEYS)
             check("name" in sc and not unknown, f"eval.scenarios[{i}]",
                   f"needs a name and may set {', '.join(SCENARIO_KEYS[1:])}", dict(sc))
-        if self.length_predictor is not None:
-            LengthPredictorConfig.of(dict(self.length_predictor))  # checked once, here
+        if self.length_predictor is not None:  # a kind name or a mapping of length_predictor keys: checked once, here
+            lp = self.length_predictor
+            check(isinstance(lp, (str, Mapping)), "eval.length_predictor", "must be a kind or a mapping", lp)
+            self.length_predictor = {"kind": lp} if isinstance(lp, str) else dict(lp)
+            try:
+                LengthPredictorConfig.of(self.length_predictor)
+            except ConfigError as exc:
+                raise ConfigError(f"eval.{exc}") from None
         for name in self.planners:
             make_planner(name, dict(self.lookahead))  # checked once, here
+        if self.guard is not None:
+            GuardConfig.of(self.guard)  # checked once, here
 
     def routers(self) -> List[Any]:
         """What every suite job runs besides the policies: heuristic names, then (planner, overrides)."""
@@ -180,6 +193,7 @@ def suite_job(args) -> Dict[str, Any]:
 
     policies, scenario, seed, heuristics, sampled, num_requests, *rest = args
     learned_too = rest[0] if rest else True  # False: only the heuristics (added to a finished suite)
+    guard, stats = rest[1] if len(rest) > 1 else (None, {})  # (GuardConfig, run dir -> FeatureStats), see suite_jobs
     out: Dict[str, Any] = {"rows": [], "errors": [], "details": None}
     details: Dict[str, Any] = {}
     tag: Dict[str, Any] = {}
@@ -194,6 +208,8 @@ def suite_job(args) -> Dict[str, Any]:
         learned = {name: policy}
         if sampled:
             learned[f"{name}_sampled"] = TorchPolicy(policy.model, deterministic=False, seed=seed)
+        if guard is not None:
+            learned[f"{name}_guarded"] = Guarded(policy, guard, stats.get(run_dir))
         for label, pol in learned.items():
             try:
                 out["rows"] += [{**tag, **x} for x in evaluate(env, {label: pol}, [seed], details=details)]
@@ -235,10 +251,16 @@ def safe_suite_job(args) -> Dict[str, Any]:
 
 
 def suite_jobs(policies: Policies, eval_cfg: EvalConfig) -> List[tuple]:
-    """The (scenario, seed) jobs of a suite; no scenarios at all means the run's own scenario."""
+    """The (scenario, seed) jobs of a suite; no scenarios at all means the run's own scenario. With
+    `eval.guard`, the guard and each run's training feature statistics (read here, once) ride along."""
     scenarios = eval_cfg.all_scenarios() or [{"name": "trained"}]
     routers = eval_cfg.routers()
-    return [(policies, sc, s, routers, bool(eval_cfg.sampled), int(eval_cfg.num_requests))
+    guard = ()
+    if eval_cfg.guard is not None:
+        cfg = GuardConfig.of(eval_cfg.guard)
+        dirs = policy_dirs(policies).values() if cfg.novelty_z is not None else ()
+        guard = (True, (cfg, {d: training_stats(d) for d in dirs}))
+    return [(policies, sc, s, routers, bool(eval_cfg.sampled), int(eval_cfg.num_requests), *guard)
             for sc in scenarios for s in eval_cfg.seed_list()]
 
 

@@ -3,8 +3,9 @@
 With the default (completion) credit a request's reward arrives at whatever decision happens to
 be current when it finishes; a long request finishes ~500 decisions after it was routed, far
 beyond gamma's horizon, so the routing that made it slow is never blamed. With `reward.credit=
-decision` the env reports, at an episode's end, -(E2E / SLO) ** power per routed request in
-decision order, and the rollout's rewards of that episode are replaced by them. GAE's gamma then
+decision` the env reports, at an episode's end, one cost per routed request in decision order,
+negated: -(E2E / SLO) ** power, or with `reward.decision_metric=slo` its TTFT/TPOT SLO miss and
+slack margins (`sim.metrics.slo_costs`), and the rollout's rewards of that episode are replaced by them. GAE's gamma then
 adds the next requests' rewards to a decision's return, the ones its placement slows down.
 Rollouts must hold whole episodes (ppo.rollout_steps a multiple of the episode's decisions).
 """

@@ -17,11 +17,11 @@ from gymnasium import spaces
 
 from vidur_ppo.routing.features import FeatureSet, FeaturesConfig, make_feature_set
 from vidur_ppo.routing.length_predictor import LengthPredictor, LengthPredictorConfig
-from vidur_ppo.routing.rewards import Credit, Reward, RewardConfig, Step, make_reward
+from vidur_ppo.routing.rewards import Credit, DecisionMetric, Reward, RewardConfig, Step, make_reward
 from vidur_ppo.routing.safety import SafetyConfig, SafetyMonitor
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
-from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
+from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_costs
 from vidur_ppo.workloads import WorkloadConfig, make_workload, workload_spec
 from vidur_ppo.routing.capacity import replica_speeds
 
@@ -73,7 +73,7 @@ class VidurRoutingEnv(gym.Env):
         self.features = features if isinstance(features, FeatureSet) else make_feature_set(features)
         self.record_token_times = record_token_times
         # decision credit (reward.credit=decision): at an episode's end, info["decision_rewards"][k]
-        # = -(E2E of the k-th routed request / SLO) ** power, for the trainer to put at decision k
+        # = minus the k-th routed request's cost (`request_costs`), for the trainer to put at decision k
         rc = self.reward.cfg
         self.decision_credit = float(rc.decision_power) if rc.credit == Credit.decision else None
         # what routers are told of output lengths: predictions, seeded by the episode (oracle: the
@@ -157,36 +157,46 @@ class VidurRoutingEnv(gym.Env):
         return self._observe(), reward, terminated, truncated, info
 
     def decision_rewards(self) -> np.ndarray:
-        """-(E2E / SLO) ** power of every request routed this episode, in decision order; a request
-        still unfinished (an episode ended by the safety monitor) counts its time so far."""
+        """Minus the cost of every request routed this episode, in decision order (`request_costs`); a
+        request still unfinished (an episode ended by the safety monitor) counts its times so far (lower
+        bounds). With `reward.reference`, plus the same request's cost under that heuristic, same trace."""
         req = self.driver.per_request()
-        done = np.asarray(req["completed"], dtype=bool)
-        e2e = np.where(done, req["e2e"], self.driver.now - np.asarray(req["arrived_at"], dtype=float))
-        by_id = dict(zip(np.asarray(req["request_id"]).tolist(), e2e.tolist()))
-        lat = np.array([by_id[i] for i in self._routed], dtype=np.float64)
-        out = -np.power(np.maximum(lat, 0.0) / self.slo_e2e, self.decision_credit)
+        now, arrived = self.driver.now, np.asarray(req["arrived_at"], dtype=float)
+        so_far = {"e2e": np.where(req["completed"], req["e2e"], now - arrived),
+                  "ttft": np.where(req["first_token_at"] > 0, req["ttft"], now - arrived),
+                  "num_decode_tokens": req["num_decode_tokens"], "request_id": req["request_id"]}
+        routed = np.asarray(self._routed)
+        out = -self.request_costs(so_far)[routed]
         if self.reward.cfg.reference is not None:  # minus the reference's reward for the same request, same trace
-            ref = self.reference_e2e(self.reward.cfg.reference)[np.asarray(self._routed)]
-            out += np.power(ref / self.slo_e2e, self.decision_credit)
+            out += self.request_costs(self.reference_requests(self.reward.cfg.reference))[routed]
         return out
 
-    def reference_e2e(self, router: str) -> np.ndarray:
-        """E2E per request id of this episode's trace under a heuristic, told the same predicted lengths."""
+    def request_costs(self, req: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Cost per request id (`reward.decision_metric`): e2e, (E2E / slo_e2e) ** decision_power; slo, its
+        TTFT/TPOT SLO miss plus a smooth margin (`metrics.slo_costs`, this env's SLOs). `req`: request_id,
+        ttft, e2e, num_decode_tokens."""
+        if self.reward.cfg.decision_metric == DecisionMetric.slo:
+            cost = slo_costs(req, **self.slos)
+        else:
+            cost = np.power(np.maximum(np.asarray(req["e2e"], dtype=float), 0.0) / self.slo_e2e, self.decision_credit)
+        out = np.zeros(len(self.driver.trace.arrived_at))
+        out[np.asarray(req["request_id"])] = cost
+        return out
+
+    def reference_requests(self, router: str) -> Dict[str, np.ndarray]:
+        """Per-request columns (`metrics.per_request`) of this episode's trace under a heuristic, told the
+        same predicted lengths."""
         from vidur_ppo.routing.heuristics import make_heuristic
 
-        trace = self.driver.trace
-        driver = SimDriver(self.cluster, trace, record_token_times=False, length_error=self.driver.length_error,
-                           replica_speed=self.replica_speed)
+        driver = SimDriver(self.cluster, self.driver.trace, record_token_times=False,
+                           length_error=self.driver.length_error, replica_speed=self.replica_speed)
         policy = make_heuristic(router)
         policy.reset(self.episode_seed)
         request = driver.next_decision()
         while request is not None:
             request = driver.assign(policy({"replicas": driver.replica_state(),
                                             "request": request_vector(request, self._predicted)}))
-        req = driver.per_request()
-        e2e = np.zeros(len(trace.arrived_at))
-        e2e[np.asarray(req["request_id"])] = req["e2e"]
-        return e2e
+        return driver.per_request()
 
     def _partial_summary(self) -> Dict[str, float]:
         """Metrics of the requests finished so far (an episode ended by the safety monitor)."""

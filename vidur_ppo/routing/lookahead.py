@@ -43,7 +43,8 @@ from vidur_ppo.checks import StrEnum, check, choice, from_mapping, positive
 from vidur_ppo.routing.heuristics import HEURISTICS, Heuristic, LeastWorkLeftTime, make_heuristic
 from vidur_ppo.sim import compat
 from vidur_ppo.sim.driver import replica_state
-from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_summary, tpot
+from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_costs, slo_summary
+from vidur_ppo.sim.metrics import SLO_MARGIN  # noqa: F401 - re-exported: slo_cost's margin temperature
 
 # vidur's native execution times are immutable and cannot be pickled: a fork shares them
 copy._deepcopy_dispatch.setdefault(NativeExecutionTime, copy._deepcopy_atomic)
@@ -63,9 +64,6 @@ class Cost(StrEnum):
 
 
 SLO_MISS_S = 1e4  # larger than any E2E: a lexicographic order (SLO met, then E2E)
-# softplus temperature of `slo_cost`'s margin, relative to the SLO: ~0 well inside the SLO, ~linear in the
-# relative excess beyond it, so candidates 1-2% apart near an SLO are still ordered
-SLO_MARGIN = 0.1
 OWN_COSTS = (Cost.own, Cost.own_slo)  # follow the routed request to its end, and only it
 
 
@@ -109,19 +107,8 @@ PLANNERS: Dict[str, Dict[str, Any]] = {
 
 def slo_cost(req: Mapping[str, np.ndarray], slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
              slo_tpot: Optional[float] = DEFAULT_SLO_TPOT) -> float:
-    """Requests missing their TTFT or TPOT SLO (`slo_summary`'s attainment: one place for "meets"), plus
-    sum over requests and SLOs of SLO_MARGIN * softplus((x - SLO) / SLO / SLO_MARGIN): the count is what
-    attainment scores, the margin orders candidates with as many misses. `req`: ttft, e2e,
-    num_decode_tokens (tpot's columns); an SLO of None is not charged."""
-    n = len(req["ttft"])
-    if n == 0:
-        return 0.0
-    met = slo_summary({**req, "completed": np.ones(n, bool)}, 1.0, slo_ttft, slo_tpot)
-    total = float(n - round(met["slo_attainment"] * n))
-    for x, slo in ((np.asarray(req["ttft"], float), slo_ttft), (tpot(req), slo_tpot)):
-        if slo is not None:
-            total += SLO_MARGIN * float(np.logaddexp(0.0, (x - slo) / (slo * SLO_MARGIN)).sum())
-    return total
+    """Sum over requests of their SLO cost (`metrics.slo_costs`: misses plus a smooth margin)."""
+    return float(slo_costs(req, slo_ttft, slo_tpot).sum())
 
 
 class _Fork:

@@ -37,6 +37,13 @@ class Credit(StrEnum):
     decision = "decision"
 
 
+class DecisionMetric(StrEnum):
+    """What decision credit charges each routed request (routing/env.py `decision_rewards`)."""
+
+    e2e = "e2e"  # (E2E / slo_e2e) ** decision_power: latency
+    slo = "slo"  # its TTFT/TPOT SLO miss plus a smooth margin (sim/metrics.py `slo_costs`): attainment
+
+
 @dataclass
 class RewardConfig:
     """What every reward shares: the latency metric, component weights, the clip, and the credit."""
@@ -46,8 +53,9 @@ class RewardConfig:
     latency_threshold: float = 0.05
     weights: Dict[str, float] = field(default_factory=lambda: {"latency": 1.0, "throughput": 0.5, "imbalance": 0.2})
     clip: float = 8.0
-    credit: Credit = Credit.completion  # decision: -(E2E / SLO) ** decision_power at the routing decision
+    credit: Credit = Credit.completion  # decision: minus each request's cost (decision_metric) at its routing decision
     decision_power: float = 2.0
+    decision_metric: DecisionMetric = DecisionMetric.e2e  # slo: each request's SLO cost (decision_power unused)
     # decision credit relative to a reference heuristic on the *same* trace (common random numbers, an
     # input-dependent baseline, Mao et al. ICLR'19): each request's reward minus its reward under the
     # reference, so the arrival sequence's own luck cancels out; None: absolute rewards
@@ -59,6 +67,9 @@ class RewardConfig:
         positive(self, "reward", "latency_threshold", "clip", "decision_power")
         choice(self, "reward", "latency_metric", LatencyMetric)
         choice(self, "reward", "credit", Credit)
+        choice(self, "reward", "decision_metric", DecisionMetric)
+        check(self.decision_metric == DecisionMetric.e2e or self.credit == Credit.decision, "reward.decision_metric",
+              "needs reward.credit=decision (a per-request reward at the decision that routed it)", self.decision_metric)
         check(self.reference is None or self.reference in HEURISTICS, "reward.reference",
               f"must be a heuristic ({', '.join(HEURISTICS)}) or null", self.reference)
         check(self.reference is None or self.credit == Credit.decision, "reward.reference",

@@ -8,7 +8,7 @@ objects (arrival, first schedule, prefill completion, completion) plus what the 
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -32,23 +32,49 @@ def tpot(req: Mapping[str, np.ndarray]) -> np.ndarray:
     return (np.asarray(req["e2e"], float) - np.asarray(req["ttft"], float)) / np.maximum(decode - 1.0, 1.0)
 
 
-def slo_summary(req: Mapping[str, np.ndarray], makespan: float, slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
-                slo_tpot: Optional[float] = DEFAULT_SLO_TPOT) -> Dict[str, float]:
-    """Shares of all requests that finished within the TTFT SLO, the TPOT SLO and both (attainment),
-    and goodput: requests per second (over `makespan`) that met both. An unfinished request meets
-    none; an SLO of None is not checked (meeting it is then automatic)."""
+# softplus temperature of `slo_costs`' margin, relative to the SLO: ~0 well inside the SLO, ~linear in the
+# relative excess beyond it, so requests 1-2% apart near an SLO are still ordered
+SLO_MARGIN = 0.1
+
+
+def slo_met(req: Mapping[str, np.ndarray], slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
+            slo_tpot: Optional[float] = DEFAULT_SLO_TPOT) -> Tuple[np.ndarray, np.ndarray]:
+    """Per request: (met its TTFT SLO, met its TPOT SLO), the one definition of meeting an SLO. An
+    unfinished request meets none (no `completed` column: every request counts as finished); an SLO of
+    None is not checked (meeting it is then automatic)."""
     for name, v in (("slo_ttft", slo_ttft), ("slo_tpot", slo_tpot)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
                               or not (np.isfinite(v) and v > 0)):
             raise ValueError(f"'{name}' must be > 0 and finite (seconds), got {v!r}")
-    done = np.asarray(req["completed"], dtype=bool)
-    n = max(done.size, 1)
+    done = np.asarray(req["completed"], dtype=bool) if "completed" in req else np.ones(len(req["ttft"]), bool)
     with np.errstate(invalid="ignore"):
         ttft_ok = done & (np.asarray(req["ttft"], float) <= slo_ttft) if slo_ttft is not None else done
         tpot_ok = done & (tpot(req) <= slo_tpot) if slo_tpot is not None else done
+    return ttft_ok, tpot_ok
+
+
+def slo_summary(req: Mapping[str, np.ndarray], makespan: float, slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
+                slo_tpot: Optional[float] = DEFAULT_SLO_TPOT) -> Dict[str, float]:
+    """Shares of all requests that finished within the TTFT SLO, the TPOT SLO and both (attainment),
+    and goodput: requests per second (over `makespan`) that met both (`slo_met`)."""
+    ttft_ok, tpot_ok = slo_met(req, slo_ttft, slo_tpot)
+    n = max(ttft_ok.size, 1)
     both = ttft_ok & tpot_ok
     return {"ttft_attainment": float(ttft_ok.sum()) / n, "tpot_attainment": float(tpot_ok.sum()) / n,
             "slo_attainment": float(both.sum()) / n, "goodput_rps": float(both.sum()) / makespan}
+
+
+def slo_costs(req: Mapping[str, np.ndarray], slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
+              slo_tpot: Optional[float] = DEFAULT_SLO_TPOT) -> np.ndarray:
+    """Per request: 1 if it misses its TTFT or TPOT SLO (`slo_met`), plus SLO_MARGIN * softplus((x - SLO) /
+    SLO / SLO_MARGIN) per SLO: the miss is what attainment scores, the margin orders requests with as many
+    misses. `req`: ttft, e2e, num_decode_tokens (tpot's columns), optionally completed; None: not charged."""
+    ttft_ok, tpot_ok = slo_met(req, slo_ttft, slo_tpot)
+    cost = (~(ttft_ok & tpot_ok)).astype(np.float64)
+    for x, slo in ((np.asarray(req["ttft"], float), slo_ttft), (tpot(req), slo_tpot)):
+        if slo is not None:
+            cost += SLO_MARGIN * np.logaddexp(0.0, (x - slo) / (slo * SLO_MARGIN))
+    return cost
 
 
 def per_request(
@@ -80,6 +106,7 @@ def per_request(
         "e2e": completed - arrived,
         "sched_delay": np.fromiter((r._scheduling_delay for r in requests), float, n),
         "completed_at": completed,
+        "first_token_at": prefill_done,  # 0 until the first token (vidur's convention)
     }
     out["tbt_mean"] = np.where(decode > 1, (completed - prefill_done) / np.maximum(decode - 1, 1), 0.0)
     return out
