@@ -320,7 +320,7 @@ def main() -> None:
           "every family on 4 identical replicas, every mix on chat, code completion and summarisation. Paired "
           "differences, mean ± 95% CI half-width (negative: better).", "",
           "## Targets", "", "For each target not met: by how much (below), what was tried (perf_attempts.md, sessions "
-          "5-6) and what the measurements suggest next (README, section \"Headline\").", "",
+          "5-6) and what the measurements suggest next (docs/history.md, \"The current headline, discussed\").", "",
           "| target | measured | met |", "|---|---|---|"]
     md += [f"| {t} | {m} | {'yes' if ok else '**no**'} |" for t, m, ok in targets]
     md += ["", f"![headline]({fig.name})", "", "## Held-out scenarios (test grid)", "",
