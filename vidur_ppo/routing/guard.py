@@ -25,7 +25,10 @@ STD_FLOOR = 1e-6  # a feature constant in training counts as novel as soon as it
 class GuardConfig:
     """`eval.guard`: when the learned router hands a decision to `base`."""
 
-    base: str = "least_work_left"  # the heuristic that takes over
+    # the heuristic that takes over: capacity-aware, so a fallback on a mixed cluster is not capacity-blind (on
+    # identical replicas it is least_work_left exactly); with least_work_left, a held-out H100 + 3 A40 mix fell
+    # to 0.869 SLO attainment where this keeps 0.974 (perf_attempts.md, session 7)
+    base: str = "least_work_left_time"
     # confidence, in nats: fall back unless log pi(policy's pick) - log pi(base's pick) >= margin; 0 turns the
     # test off (a deterministic policy's argmax always passes it). Agreeing picks never fall back on it.
     margin: float = 1.0
