@@ -12,7 +12,8 @@ from vidur_ppo.checks import ConfigError
 from vidur_ppo.eval.suite import EvalConfig, suite_job, suite_jobs
 from vidur_ppo.ppo.bc import BCConfig
 from vidur_ppo.routing.env import VidurRoutingEnv, run_episode
-from vidur_ppo.routing.lookahead import SLO_MARGIN, Lookahead, LookaheadConfig, _Fork, make_planner, slo_cost
+from vidur_ppo.routing.lookahead import Lookahead, LookaheadConfig, _Fork, make_planner, slo_cost
+from vidur_ppo.sim.metrics import SLO_MARGIN
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.workload import Trace
 

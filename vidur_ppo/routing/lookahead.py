@@ -43,8 +43,7 @@ from vidur_ppo.checks import StrEnum, check, choice, from_mapping, positive
 from vidur_ppo.routing.heuristics import HEURISTICS, Heuristic, LeastWorkLeftTime, make_heuristic
 from vidur_ppo.sim import compat
 from vidur_ppo.sim.driver import replica_state
-from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_costs, slo_summary
-from vidur_ppo.sim.metrics import SLO_MARGIN  # noqa: F401 - re-exported: slo_cost's margin temperature
+from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_costs, slo_met
 
 # vidur's native execution times are immutable and cannot be pickled: a fork shares them
 copy._deepcopy_dispatch.setdefault(NativeExecutionTime, copy._deepcopy_atomic)
@@ -209,9 +208,9 @@ class _Fork:
             if kind == Cost.own or not r._completed:
                 return e2e
             ttft = r._prefill_completed_at - r._arrived_at
-            met = slo_summary({"e2e": np.array([e2e]), "ttft": np.array([ttft]), "num_decode_tokens":
-                               np.array([r.num_decode_tokens]), "completed": np.array([True])}, max(e2e, 1e-9), **(slos or {}))
-            return e2e + (0.0 if met["slo_attainment"] == 1.0 else SLO_MISS_S)
+            ttft_ok, tpot_ok = slo_met({"e2e": np.array([e2e]), "ttft": np.array([ttft]),
+                                        "num_decode_tokens": np.array([r.num_decode_tokens])}, **(slos or {}))
+            return e2e + (0.0 if (ttft_ok & tpot_ok).all() else SLO_MISS_S)
         if kind == Cost.queue_slo:  # an unfinished request's TTFT and TPOT so far: lower bounds at its length
             window = self.window
             arrived = np.fromiter((r._arrived_at for r in window), float, len(window))
