@@ -12,7 +12,7 @@ from omegaconf.errors import ConfigKeyError
 from vidur_ppo.config import ConfigError, register_configs, validate
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["env", "workload", "reward", "features", "model", "ppo", "curriculum", "logger", "eval", "experiment", "debug"]
+GROUPS = ["env", "workload", "reward", "features", "model", "ppo", "curriculum", "slots", "logger", "eval", "experiment", "debug"]
 register_configs()
 
 

@@ -82,6 +82,18 @@ def test_capacity_job_is_picklable_and_tags_its_row(spec, tmp_path):
     assert suite._POLICY_CACHE[str(tmp_path)][0] is policy
 
 
+def test_a_guarded_policy_that_always_falls_back_has_its_base_heuristics_capacity(spec, tmp_path):
+    from vidur_ppo.routing.guard import GuardConfig
+
+    _save(tmp_path, "attn_gru")
+    run_spec = dataclasses.replace(spec, features=env_spec(OmegaConf.load(tmp_path / "config.yaml")).features)
+    never_confident = GuardConfig(base="jsq", margin=1e6, novelty_z=None)
+    guarded = capacity_job((run_spec, "ppo_guarded", str(tmp_path), CFG, SEEDS, {}, never_confident))
+    base = capacity_job((run_spec, "jsq", None, CFG, SEEDS, {}))
+    assert guarded["scheduler"] == "ppo_guarded" and guarded["censored"] == ""  # a bracketed capacity, not an edge
+    assert (guarded["capacity"], guarded["evaluations"]) == (base["capacity"], base["evaluations"])
+
+
 @pytest.mark.parametrize("kwargs,key", [
     ({"low": 0.0}, "eval.capacity.low"),
     ({"low": 2.0, "high": 1.0}, "eval.capacity.low"),

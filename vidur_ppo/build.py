@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from omegaconf import DictConfig, OmegaConf
 
-from vidur_ppo.checks import check, from_mapping
+from vidur_ppo.checks import ConfigError, check, from_mapping
 from vidur_ppo.routing.capacity import qps_at_load, saturation_rps
 from vidur_ppo.routing.env import DEFAULT_SLO_E2E, EVAL_SEED_BASE, VidurRoutingEnv
 from vidur_ppo.routing.features import FeaturesConfig, features_config
@@ -19,8 +19,7 @@ from vidur_ppo.routing.length_predictor import LengthPredictorConfig
 from vidur_ppo.routing.rewards import RewardConfig, reward_config
 from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.sim.cluster import ClusterSpec
-from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
-from vidur_ppo.workloads import WORKLOADS, check_load, workload_spec, zoo
+from vidur_ppo.workloads import SLO_KEYS, WORKLOADS, check_load, workload_spec, zoo
 
 
 @dataclass(frozen=True)
@@ -33,8 +32,9 @@ class EnvSpec:
     features: FeaturesConfig
     safety: SafetyConfig
     slo_e2e: float = DEFAULT_SLO_E2E
-    slo_ttft: float = DEFAULT_SLO_TTFT
-    slo_tpot: float = DEFAULT_SLO_TPOT
+    # the run's SLOs; None: the workload's own (VidurRoutingEnv.episode_slos)
+    slo_ttft: Optional[float] = None
+    slo_tpot: Optional[float] = None
     seed_limit: int = EVAL_SEED_BASE
     # what routers are told of output lengths (routing/length_predictor.py; default: predicted)
     length_predictor: LengthPredictorConfig = dataclasses.field(default_factory=LengthPredictorConfig)
@@ -80,9 +80,7 @@ class EnvSpec:
             wl = workload_spec(from_mapping(WORKLOADS[kind], {**wl, "kind": kind}, "workload"))  # replaced
         cluster = self.cluster
         if replicas:
-            groups = [dict(g) for g in replicas]
-            cluster = dataclasses.replace(cluster, replicas=groups, num_replicas=sum(int(g["count"]) for g in groups))
-            cluster.validate()
+            cluster = self.mix(replicas)
             num_replicas = None if num_replicas in (None, cluster.num_replicas) else num_replicas
         elif num_replicas is not None and cluster.replicas:
             # an explicit size without groups means identical replicas (the cluster's base spec): a mixed
@@ -114,8 +112,18 @@ class EnvSpec:
             wl = zoo.resolve(wl, lambda member: saturation_rps(cluster, member))
         safety = dataclasses.replace(self.safety, terminate=False) if serve_all else self.safety
         lengths = self.length_predictor if length_predictor is None else LengthPredictorConfig.of(length_predictor)
+        # a workload of its own comes with its own SLOs; the run's hold for the run's workload and its variants
+        slos = {} if variant else {k: None for k in SLO_KEYS}
         return dataclasses.replace(self, cluster=cluster, workload=wl, safety=safety, length_predictor=lengths,
-                                   load=load)
+                                   load=load, **slos)
+
+    def mix(self, replicas: Sequence[Mapping[str, Any]]) -> ClusterSpec:
+        """This spec's cluster as a mix of replica groups (see ClusterSpec.replicas): the keys a group
+        does not set are this cluster's."""
+        groups = [dict(g) for g in replicas]
+        cluster = dataclasses.replace(self.cluster, replicas=groups, num_replicas=sum(int(g["count"]) for g in groups))
+        cluster.validate()
+        return cluster
 
     def for_suite_scenario(self, scenario: Mapping[str, Any], num_requests: int) -> "EnvSpec":
         """A suite scenario (`eval.scenarios` entry, see eval/suite.py) of this run; its `load` (rho of
@@ -142,7 +150,7 @@ class EnvSpec:
 
 
 def _plain(section: Any) -> Any:
-    if isinstance(section, DictConfig):
+    if OmegaConf.is_config(section):
         return OmegaConf.to_container(section, resolve=True)
     return section
 
@@ -173,9 +181,14 @@ def check_every_request(cluster: ClusterSpec, workload: Mapping[str, Any]) -> No
         raise TraceError(str(exc)) from None
 
 
+def _getter(cfg: Union[DictConfig, Any]) -> Callable[..., Any]:
+    """`get(key, default)` on a validated `TrainConfig` or a run dir's saved config.yaml alike."""
+    return (lambda k, d=None: cfg.get(k, d)) if isinstance(cfg, DictConfig) else (lambda k, d=None: getattr(cfg, k, d))
+
+
 def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
     """The training env of a run config: a validated `TrainConfig`, or a run dir's saved config.yaml."""
-    get = (lambda k, d=None: cfg.get(k, d)) if isinstance(cfg, DictConfig) else (lambda k, d=None: getattr(cfg, k, d))
+    get = _getter(cfg)
     cluster = _plain(get("env"))
     cluster = ClusterSpec.from_mapping({f.name: getattr(cluster, f.name) for f in dataclasses.fields(ClusterSpec)}
                                        if dataclasses.is_dataclass(cluster) else cluster)
@@ -190,9 +203,56 @@ def env_spec(cfg: Union[DictConfig, Any]) -> EnvSpec:
     return EnvSpec(cluster=cluster, workload=workload, load=load,
                    reward=reward_config(_plain(get("reward"))), features=features_config(_plain(get("features"))),
                    safety=SafetyConfig.of(_plain(get("safety"))), slo_e2e=float(get("slo_e2e", DEFAULT_SLO_E2E)),
-                   slo_ttft=float(get("slo_ttft", DEFAULT_SLO_TTFT)), slo_tpot=float(get("slo_tpot", DEFAULT_SLO_TPOT)),
+                   **{k: None if get(k) is None else float(get(k)) for k in SLO_KEYS},
                    seed_limit=int(eval_cfg.seed_base if eval_cfg is not None else EVAL_SEED_BASE),
                    length_predictor=_length_predictor(get))
+
+
+def slot_specs(cfg: Union[DictConfig, Any], spec: EnvSpec) -> List[EnvSpec]:
+    """Multi-cluster training: one env spec per `slots` entry (env k of a rollout runs slot k % len(slots)),
+    each the run's `spec` on the slot's cluster with the slot's workload keys (`EnvSpec.scenario`), the
+    training safety monitor kept; `[spec]` when the run has no slots. Every slot has the run's replica
+    count, because rollouts and demonstrations stack observations [T, N, R, F]. A bad slot is one
+    ConfigError naming its key (`slots[1].replicas`)."""
+    slots = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(s)
+             for s in _plain(_getter(cfg)("slots")) or []]
+    if not slots:
+        return [spec]
+    specs = [_slot_spec(spec, slot, f"slots[{i}]") for i, slot in enumerate(slots)]
+    counts = {slot["name"]: s.cluster.num_replicas for slot, s in zip(slots, specs)}
+    check(set(counts.values()) == {spec.cluster.num_replicas}, "slots", "must each have the run's replica count "
+          f"env.num_replicas={spec.cluster.num_replicas} (rollouts stack every slot's observations), replica "
+          "counts per slot", counts)
+    return specs
+
+
+def _slot_spec(spec: EnvSpec, slot: Mapping[str, Any], key: str) -> EnvSpec:
+    """One slot's spec; an error names the slot key it comes from."""
+    from vidur_ppo.sim.trace_csv import TraceError
+
+    workload = dict(slot.get("workload") or {})
+    kind = workload.get("kind", spec.workload.get("kind"))
+    try:
+        if workload and kind == spec.workload.get("kind"):  # keys over the run's: together a workload of its kind
+            from_mapping(WORKLOADS[kind], {k: v for k, v in {**spec.workload, **workload}.items() if k != "load"},
+                         "workload")
+        return spec.scenario(replicas=slot.get("replicas"), num_replicas=slot.get("num_replicas"),
+                             workload=workload or None, serve_all=False)
+    except TraceError:
+        raise
+    except ConfigError as exc:  # the workload's checks
+        raise ConfigError(f"{key}.workload: {exc}") from None
+    except (ValueError, TypeError, KeyError) as exc:  # the cluster's (ClusterSpec.validate: ScenarioError, the groups)
+        raise ConfigError(f"{key}.{'replicas' if slot.get('replicas') else 'num_replicas'}: {exc}") from None
+
+
+def same_replicas(a: ClusterSpec, b: ClusterSpec) -> bool:
+    """The same replicas, whatever their order or grouping: a mix listed in another group order is the
+    same cluster (the suite's held-out mixes are compared with a run's training clusters this way)."""
+    def key(cluster: ClusterSpec) -> List[str]:
+        return sorted(repr(dataclasses.replace(r, num_replicas=1)) for r in cluster.replica_specs())
+
+    return key(a) == key(b)
 
 
 def eval_env_spec(cfg: Any, spec: EnvSpec) -> EnvSpec:
@@ -201,17 +261,21 @@ def eval_env_spec(cfg: Any, spec: EnvSpec) -> EnvSpec:
     return spec.scenario(num_requests=int(cfg.eval.num_requests))
 
 
-def make_sampler(spec: EnvSpec, ppo: Any, model: Any, model_cfg: Any, num_features: int, seed: int):
-    """The rollout source `ppo.vector_mode` names (ppo/samplers.py)."""
+def make_sampler(spec: Union[EnvSpec, Sequence[EnvSpec]], ppo: Any, model: Any, model_cfg: Any, num_features: int,
+                 seed: int):
+    """The rollout source `ppo.vector_mode` names (ppo/samplers.py), over the run's spec or one spec per
+    slot (`slot_specs`: env k runs slot k % len(slots))."""
     import gymnasium as gym
 
     from vidur_ppo.ppo.config import VectorMode
     from vidur_ppo.ppo.samplers import PolicyWorkerSampler, VectorEnvSampler
     from vidur_ppo.ppo.vector import make_vector_env
 
+    specs = [spec] if isinstance(spec, EnvSpec) else list(spec)
+    slots = [s.kwargs() for s in specs]
     if ppo.vector_mode == VectorMode.policy_workers:  # the policy runs next to the envs, no lock-step
-        return PolicyWorkerSampler(spec.kwargs(), ppo.num_envs, ppo.num_workers, model_cfg, spec.cluster.num_replicas,
+        return PolicyWorkerSampler(slots, ppo.num_envs, ppo.num_workers, model_cfg, specs[0].cluster.num_replicas,
                                    num_features, seed=seed)
     envs = make_vector_env(ppo.num_envs, mode=str(ppo.vector_mode), num_workers=ppo.num_workers,
-                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, **spec.kwargs())
+                           autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, slots=slots)
     return VectorEnvSampler(envs, model)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -20,7 +20,7 @@ from vidur_ppo.eval.suite import EvalConfig
 from vidur_ppo.models import MODELS
 from vidur_ppo.ppo.bc import BCConfig
 from vidur_ppo.ppo.config import PPOConfig
-from vidur_ppo.ppo.curriculum import CURRICULA
+from vidur_ppo.ppo.curriculum import CURRICULA, check_keeps_workload
 from vidur_ppo.routing.env import DEFAULT_SLO_E2E
 from vidur_ppo.routing.features import FEATURE_SETS
 from vidur_ppo.routing.length_predictor import LengthPredictorConfig
@@ -28,10 +28,9 @@ from vidur_ppo.routing.rewards import REWARDS, Credit
 from vidur_ppo.routing.safety import SafetyConfig
 from vidur_ppo.runlog import LoggerConfig
 from vidur_ppo.sim.cluster import ClusterSpec
-from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT
-from vidur_ppo.workloads import WORKLOADS
+from vidur_ppo.workloads import SLO_KEYS, WORKLOADS
 
-__all__ = ["ConfigError", "EnvConfig", "TrainConfig", "register_configs", "validate"]
+__all__ = ["ConfigError", "EnvConfig", "SlotConfig", "TrainConfig", "register_configs", "validate"]
 
 
 @dataclass
@@ -43,6 +42,19 @@ class EnvConfig(ClusterSpec):
             self.validate()
         except ValueError as exc:
             raise ConfigError(f"env: {exc}") from None
+
+
+@dataclass
+class SlotConfig:
+    """One cluster (and workload) of a multi-cluster run (`slots`): env k of the rollout runs slot
+    k % len(slots), so one policy learns several clusters at once. Unset keys are the run's: `replicas`
+    (groups, as `env.replicas`) makes the slot's cluster a mix of the run's `env`, `num_replicas` alone
+    identical replicas of it; `workload` keys override the run's workload (build.slot_specs)."""
+
+    name: str = MISSING
+    replicas: Optional[List[Dict[str, Any]]] = None
+    num_replicas: Optional[int] = None
+    workload: Any = None  # a mapping of workload keys; typed Any so that an override on the null default works
 
 
 @dataclass
@@ -63,8 +75,12 @@ class TrainConfig:
     overwrite: bool = False  # start over in a run dir that already holds a run
     checkpoint_every: int = 5  # updates
     slo_e2e: float = DEFAULT_SLO_E2E
-    slo_ttft: float = DEFAULT_SLO_TTFT  # seconds to the first token, for SLO attainment and goodput (sim/metrics.py)
-    slo_tpot: float = DEFAULT_SLO_TPOT  # seconds per output token after the first
+    # SLOs for attainment, goodput and the SLO reward (sim/metrics.py): seconds to the first token and per output
+    # token after it. None: each workload's own (conf/workload files set their application's), else the chatbot's
+    # (DEFAULT_SLO_TTFT/TPOT); set, they hold for this run's workload, while a suite scenario with a workload of
+    # its own (a family, a trace) keeps that workload's
+    slo_ttft: Optional[float] = None
+    slo_tpot: Optional[float] = None
     # what routers (policy and heuristics) are told of output lengths: predicted by default, `oracle` an ablation
     length_predictor: LengthPredictorConfig = field(default_factory=LengthPredictorConfig)
     torch_threads: int = 1  # during rollouts (env workers use the other cores)
@@ -72,9 +88,12 @@ class TrainConfig:
     # another order and the trained policy drifts (default run, 1/2/4 threads: E2E P99 21.6/21.9/22.1 s);
     # 0: every core (faster on a big machine; its numbers then depend on the core count)
     torch_threads_update: int = 2
+    # multi-cluster training (conf/slots/): env k runs slots[k % len(slots)]; empty: every env runs `env` + `workload`
+    slots: List[SlotConfig] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        positive(self, "", "checkpoint_every", "slo_e2e", "slo_ttft", "slo_tpot", "torch_threads")
+        positive(self, "", "checkpoint_every", "slo_e2e", "torch_threads",
+                 *(k for k in SLO_KEYS if getattr(self, k) is not None))
         check(self.seed >= 0, "seed", "must be >= 0", self.seed)
         check(self.torch_threads_update >= 0, "torch_threads_update", "must be >= 0", self.torch_threads_update)
         n = getattr(self.workload, "num_requests", None)
@@ -82,6 +101,26 @@ class TrainConfig:
             check(self.ppo.rollout_steps % n == 0, "ppo.rollout_steps",
                   f"must be a multiple of workload.num_requests={n} for reward.credit=decision (whole episodes per "
                   "rollout)", self.ppo.rollout_steps)
+        if self.slots:
+            self._check_slots()
+
+    def _check_slots(self) -> None:
+        """What a slot list must be before any slot is built (build.slot_specs checks each slot's cluster
+        and workload, and that every slot has the run's replica count)."""
+        names = [s.name for s in self.slots]
+        for i, slot in enumerate(self.slots):
+            check(bool(slot.name) and slot.name not in names[:i], f"slots[{i}].name", "must be a non-empty name no "
+                  "other slot has", slot.name)
+            check(slot.num_replicas is None or slot.num_replicas >= 1, f"slots[{i}].num_replicas", "must be >= 1",
+                  slot.num_replicas)
+            check(not (slot.replicas and slot.num_replicas), f"slots[{i}].num_replicas", "must be unset when the slot "
+                  "has replicas (their counts make its size)", slot.num_replicas)
+            check(slot.workload is None or isinstance(slot.workload, dict), f"slots[{i}].workload",
+                  "must be a mapping of workload keys", slot.workload)
+        check(self.ppo.num_envs >= len(self.slots), "ppo.num_envs", f"must be >= the number of slots "
+              f"({len(self.slots)}): env k runs slot k % len(slots), so a slot past num_envs would never train",
+              self.ppo.num_envs)
+        check_keeps_workload(self.curriculum)
 
 
 #: group -> option name -> schema, for the groups whose options have different schemas

@@ -5,7 +5,7 @@ how they are reported, and the checks of a run's env and workload that every ent
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from vidur_ppo.checks import ConfigError
 from vidur_ppo.sim.cluster import ScenarioError
@@ -26,15 +26,18 @@ def reject(exc: BaseException) -> None:
     sys.exit(2)
 
 
-def probe_env(tc: Any) -> Tuple[Any, Any]:
-    """(the run's EnvSpec, one env of it) with the workload's input checked: a malformed trace, a
-    request the cluster can never serve; raises ConfigError / TraceError / ScenarioError."""
+def probe_env(tc: Any) -> Tuple[Any, List[Any], List[Any]]:
+    """(the run's EnvSpec, the spec each env slot trains on (build.slot_specs: the run's own without
+    `slots`), one env of each) with the input checked: a bad slot, a malformed trace, a request the
+    cluster can never serve; raises ConfigError / TraceError / ScenarioError."""
     from vidur_ppo import build
 
     spec = build.env_spec(tc)  # a trace's rows are checked there, before its load is measured
-    probe = spec.make()
-    probe.workload.generate(tc.eval.seed_base)
-    return spec, probe
+    slots = build.slot_specs(tc, spec)
+    probes = [s.make() for s in slots]
+    for probe in probes:
+        probe.workload.generate(tc.eval.seed_base)
+    return spec, slots, probes
 
 
 def one_line(exc: BaseException) -> str:

@@ -58,8 +58,9 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, stop, demos_needed: bool):
     """BC from the teacher (once per run, then a checkpoint), and the demonstrations fading BC
-    needs (a resumed run re-collects the warm start's from their seeds); returns them. A stop
-    during BC raises StopRequested with nothing of BC kept: a resume runs it again, from the start."""
+    needs (a resumed run re-collects the warm start's from their seeds); returns them. `env`: one env
+    per slot (ppo/bc.py: the episodes go round them). A stop during BC raises StopRequested with
+    nothing of BC kept: a resume runs it again, from the start."""
     from vidur_ppo.ppo.bc import collect_demos, warm_start as bc_warm_start
 
     def bar(total: int, desc: str):
@@ -133,7 +134,8 @@ def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrid
 
     torch.set_num_threads(tc.torch_threads)
     rng = seed_everything(tc.seed)
-    spec, probe = probe_env(tc)  # bad input (a malformed trace) fails before anything is written
+    spec, slots, probes = probe_env(tc)  # bad input (a malformed trace, a bad slot) fails before anything is written
+    probe = probes[0]  # every slot has the run's replica count and feature set
     features = list(probe.features.names)
     model = make_model(tc.model, probe.cluster.num_replicas, len(features))
     trainer = PPOTrainer(tc.ppo, model, torch.optim.Adam(model.parameters(), lr=tc.ppo.lr, eps=1e-5), rng,
@@ -146,11 +148,16 @@ def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrid
         logger.event("resume", trainer.update, overrides=list(resumed_overrides))
     try:
         fading = tc.bc.enabled and tc.ppo.bc_coef > 0 and tc.ppo.bc_fade_updates > trainer.update
-        demos = warm_start(tc, trainer, probe, rng, state, logger, stop, demos_needed=fading)
+        if tc.slots:
+            clusters = [" + ".join(f"{n} x {g.device}" for n, g in s.cluster.groups()) for s in slots]
+            log.info("training on slots " + ", ".join(f"{slot.name} ({c})" for slot, c in zip(tc.slots, clusters)))
+        demos = warm_start(tc, trainer, probes, rng, state, logger, stop, demos_needed=fading)
         stop.check()
         trainer.fading_bc = FadingBC(demos, tc.ppo.bc_coef, tc.ppo.bc_fade_updates) if fading else None
-        state.sampler = build.make_sampler(spec, tc.ppo, model, tc.model, len(features), tc.seed)
-        curriculum = make_curriculum(tc.curriculum, spec.workload, dataclasses.asdict(spec.reward))
+        state.sampler = build.make_sampler(slots, tc.ppo, model, tc.model, len(features), tc.seed)
+        # a multi-cluster run's curriculum leaves each slot's own workload alone (workload None)
+        curriculum = make_curriculum(tc.curriculum, None if tc.slots else spec.workload,
+                                     dataclasses.asdict(spec.reward))
         bar = progress_bar(tc.logger.progress, tc.ppo.num_updates, trainer.update, "PPO")
         try:
             finished = trainer.fit(state.sampler, lambda row: (logger.log(row), _show(bar, row)),

@@ -202,8 +202,8 @@ def router_table(rows: pd.DataFrame, capacity: Optional[pd.DataFrame], names: Se
 
 def generalisation_report(rows: pd.DataFrame, capacity: pd.DataFrame, out_dir: Path) -> str:
     """The generalisation section of a suite report: summary lines (learned routers, then every
-    heuristic; the best single heuristic named), win/tie/loss matrices on held-out and training
-    families, capacity at SLO, and the heat map (written to out_dir)."""
+    heuristic; the best single heuristic named), after capacity at SLO, win/tie/loss matrices on held-out
+    and training families, and the heat map (written to out_dir)."""
     grid = rows[rows["split"].isin(["held_out", "train", "overload", "mixed_held_out", "mixed_train"])]
     if grid.empty:
         return ""
@@ -214,6 +214,9 @@ def generalisation_report(rows: pd.DataFrame, capacity: pd.DataFrame, out_dir: P
           "Every router on the same traces per scenario (family x load rho x replicas); a scenario is a win, "
           "tie or loss by the paired 95% CI of E2E P99 (tie: the CI covers 0). Held-out families were never "
           "trained on. Overload scenarios (rho > 1) are transient and in no count.", ""]
+    if capacity is not None and not capacity.empty:  # first: the number operators buy GPUs by
+        md += ["### Capacity at SLO (largest rho with >= 90% of requests meeting TTFT and TPOT SLOs; vs round-robin)",
+               "", capacity_table_md(capacity), ""]
     if not held.empty:
         md += ["### Routers on held-out families", "", router_table(grid, capacity, names), ""]
         lines = [summary_line(grid, capacity, n) for n in names]
@@ -237,9 +240,6 @@ def generalisation_report(rows: pd.DataFrame, capacity: pd.DataFrame, out_dir: P
         md += [f"- {summary_line(grid, capacity, n, split='mixed_held_out')}" for n in mixed]
         md += ["", "### Win/tie/loss, held-out mixed clusters (E2E P99)", "",
                matrix_md(win_tie_loss(grid, mixed, split="mixed_held_out")), ""]
-    if capacity is not None and not capacity.empty:
-        md += ["### Capacity at SLO (largest rho with >= 90% of requests meeting TTFT and TPOT SLOs; vs round-robin)",
-               "", capacity_table_md(capacity), ""]
     rel = relative_to_best(grid)
     path = heatmap(rel, Path(out_dir) / "generalisation_heatmap.png", "E2E P99, % vs the best heuristic per scenario")
     md += ["### E2E P99 vs the best heuristic per scenario", "", f"![heat map]({path.name})", ""]

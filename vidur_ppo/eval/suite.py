@@ -300,19 +300,26 @@ def saturation_job(args) -> float:
 
 
 def check_held_out(policies: Policies, grid: GridConfig) -> None:
-    """Leave-family-out: a policy trained on a family this suite holds out cannot be judged on it."""
-    from vidur_ppo.build import env_spec
+    """Leave-family-out: a policy trained on a family or a mix this suite holds out cannot be judged on
+    it (every slot of a multi-cluster run counts: build.slot_specs)."""
+    from vidur_ppo.build import env_spec, same_replicas, slot_specs
     from vidur_ppo.workloads.families import family_of
 
     if not grid.families:
         return
     for name, run_dir in policy_dirs(policies).items():
-        workload = env_spec(cached_policy(run_dir)[1]).workload
-        fams = workload["families"] if workload.get("kind") == "zoo" else [family_of(workload, grid.families)]
-        for fam in fams:
-            check(fam is None or fam not in grid.families or fam in grid.train_families, "eval.grid.train_families",
-                  f"must include the family {name} ({run_dir}) was trained on, {fam!r}: it would be judged on its "
-                  "training family as if held out", grid.train_families)
+        cfg = cached_policy(run_dir)[1]
+        for spec in slot_specs(cfg, env_spec(cfg)):
+            workload = spec.workload
+            fams = workload["families"] if workload.get("kind") == "zoo" else [family_of(workload, grid.families)]
+            for fam in fams:
+                check(fam is None or fam not in grid.families or fam in grid.train_families, "eval.grid.train_families",
+                      f"must include the family {name} ({run_dir}) was trained on, {fam!r}: it would be judged on its "
+                      "training family as if held out", grid.train_families)
+            for mix, groups in grid.mixes.items():
+                check(mix in grid.train_mixes or not same_replicas(spec.cluster, spec.mix(groups)),
+                      "eval.grid.train_mixes", f"must include the mix {name} ({run_dir}) was trained on, {mix!r}: it "
+                      "would be judged on its training cluster as if held out", grid.train_mixes)
 
 
 def capacity_targets(eval_cfg: EvalConfig) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
@@ -343,15 +350,18 @@ def heuristics_for(mixed: bool, heuristics: List[str]) -> List[str]:
 def capacity_job(args) -> Dict[str, Any]:
     """One (cluster, router) capacity at SLO in a worker process (picklable args, as `capacity_jobs`
     makes them): (spec, router_name, policy_run_dir or None, cfg, seeds, tags)."""
-    spec, router_name, policy_run_dir, cfg, seeds, tags = args
+    spec, router_name, policy_run_dir, cfg, seeds, tags, *guard = args  # guard: a GuardConfig for `<name>_guarded`
     router: Any = router_name if policy_run_dir is None else cached_policy(policy_run_dir)[0]
+    if guard:
+        router = Guarded(router, guard[0], training_stats(policy_run_dir))
     res = capacity_at_slo(spec, router, cfg, seeds)
     return {**tags, "scheduler": router_name, "capacity": res.capacity, "censored": res.censored,
             "evaluations": list(res.evaluations)}
 
 
 def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str]) -> List[tuple]:
-    """One bisection (eval/slo_capacity.py, run by `capacity_job`) per `capacity_targets` cluster x router."""
+    """One bisection (eval/slo_capacity.py, run by `capacity_job`) per `capacity_targets` cluster x router;
+    with `eval.guard`, each policy guarded too (`<name>_guarded`), as in the suite's rows."""
     from vidur_ppo.build import env_spec
 
     cap = eval_cfg.capacity
@@ -363,6 +373,8 @@ def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str
             scenario = {**scenario, "length_predictor": dict(eval_cfg.length_predictor)}
         specs = {n: env_spec(cached_policy(d)[1]).for_suite_scenario(scenario, cap.num_requests) for n, d in dirs.items()}
         jobs += [(specs[n], n, d, cap, seeds, tags) for n, d in dirs.items()]
+        if eval_cfg.guard is not None:
+            jobs += [(specs[n], f"{n}_guarded", d, cap, seeds, tags, GuardConfig.of(eval_cfg.guard)) for n, d in dirs.items()]
         first = next(iter(specs.values()))
         jobs += [(first, h, None, cap, seeds, tags) for h in heuristics_for(bool(first.cluster.replicas), heuristics)]
     return jobs
@@ -371,7 +383,7 @@ def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str
 def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
     """How many jobs `run_suite` runs (for a progress bar)."""
     heuristics = [h for h in eval_cfg.routers() if isinstance(h, str)]
-    n_cap = sum(len(policy_dirs(policies)) + len(heuristics_for(bool(sc.get("replicas")), heuristics))
+    n_cap = sum(len(policy_dirs(policies)) * (1 + (eval_cfg.guard is not None)) + len(heuristics_for(bool(sc.get("replicas")), heuristics))
                 for sc, _ in capacity_targets(eval_cfg))
     return len(suite_jobs(policies, eval_cfg)) + n_cap
 

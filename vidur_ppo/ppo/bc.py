@@ -20,7 +20,7 @@ kept (a resumed run runs it again from the start, on the same seeds).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -71,17 +71,30 @@ def no_bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, disable=True)
 
 
-def collect_demos(env: VidurRoutingEnv, teacher: str, seeds: Sequence[int], learner=None, stop=None,
+Envs = Union[VidurRoutingEnv, Sequence[VidurRoutingEnv]]
+
+
+def _slots(env: Envs, first: int = 0) -> List[VidurRoutingEnv]:
+    """One env, or one per slot of a multi-cluster run (build.slot_specs) rotated to start at slot `first`:
+    episode i runs on the i-th, cyclically, so demonstrations come from every slot."""
+    envs = list(env) if isinstance(env, (list, tuple)) else [env]
+    first %= len(envs)
+    return envs[first:] + envs[:first]
+
+
+def collect_demos(env: Envs, teacher: str, seeds: Sequence[int], learner=None, stop=None,
                   bar: Bar = no_bar, desc: str = "") -> List[Demo]:
     """One episode per seed, labelled by `teacher` at every decision; the teacher drives, or with a
     `learner` (a policy obs -> action) the learner drives and the teacher only labels (DAgger).
-    A learner's demos record how often it already agreed (`Demo.learner_agreement`). One bar step
-    per episode (`desc` names the phase); `stop.check()` at every decision."""
+    `env`: one env, or one per slot (episode i on slot i % len(slots)). A learner's demos record how
+    often it already agreed (`Demo.learner_agreement`). One bar step per episode (`desc` names the
+    phase); `stop.check()` at every decision."""
     from vidur_ppo.eval.paired import make_router
 
-    demos = []
+    envs, demos = _slots(env), []
     with bar(len(seeds), desc or f"{teacher} labels episodes") as progress:
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
+            env = envs[i % len(envs)]
             policy = make_router(teacher)
             policy.reset(seed)
             obs, _ = env.reset(seed=int(seed))
@@ -217,12 +230,13 @@ class FadingBC:
         return demo_loss(model, self.demos, seq_len, chunks, rng)
 
 
-def warm_start(model, env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Generator, seed_limit: int,
+def warm_start(model, env: Envs, cfg: BCConfig, rng: np.random.Generator, seed_limit: int,
                update_threads: int, stop=None, bar: Bar = no_bar):
     """Behaviour cloning before PPO: demonstrations of the teacher on training seeds, cross-entropy
     with every core, agreement on held-out episodes. Returns (train demos, result for the log, the
     seeds of the train demos: a resumed run re-collects the same demonstrations from them).
-    `stop.check()` between decisions and epochs (raises StopRequested); one `bar` per phase."""
+    `env`: one env, or one per slot: the teacher's episodes, then each DAgger round's, go round the
+    slots in turn. `stop.check()` between decisions and epochs (raises StopRequested); one `bar` per phase."""
     from vidur_ppo.eval.paired import TorchPolicy
 
     seeds = [int(s) for s in rng.integers(seed_limit, size=cfg.episodes + cfg.holdout_episodes)]
@@ -236,7 +250,9 @@ def warm_start(model, env: VidurRoutingEnv, cfg: BCConfig, rng: np.random.Genera
         losses = train_bc(model, train, **fit, desc="BC epochs")
         for k in range(cfg.dagger_rounds):  # the policy drives, the teacher labels, retrain on the aggregate
             round_ = f"DAgger {k + 1}/{cfg.dagger_rounds}"
-            visited = collect_demos(env, cfg.teacher, [int(s) for s in rng.integers(seed_limit, size=cfg.dagger_episodes)],
+            first = len(seeds) + k * cfg.dagger_episodes  # the slots continue where the previous episodes left off
+            visited = collect_demos(_slots(env, first), cfg.teacher,
+                                    [int(s) for s in rng.integers(seed_limit, size=cfg.dagger_episodes)],
                                     learner=TorchPolicy(model), stop=stop, bar=bar,
                                     desc=f"{round_}: {cfg.teacher} labels the policy's episodes")
             result[f"dagger{k}_policy_agreement"] = float(np.mean([d.learner_agreement for d in visited]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
@@ -74,13 +74,24 @@ class StagedConfig(CurriculumConfig):
             check(int(st.get("start", 0)) >= 0, f"curriculum.stages[{i}].start", "must be >= 0", st.get("start"))
 
 
+def check_keeps_workload(cfg: CurriculumConfig) -> None:
+    """A multi-cluster run (`slots`, one workload per slot) can only follow a curriculum that never
+    changes the workload (load_ramp and staged workload stages do); one line naming `curriculum`."""
+    changes = any(st.get("workload") for st in cfg.stages) if isinstance(cfg, StagedConfig) else \
+        isinstance(cfg, LoadRampConfig)
+    check(not changes, "curriculum", "changes the workload, which slots cannot follow (each slot keeps its own "
+          "workload; a reward-only curriculum works)", cfg.name)
 
 
 class Curriculum:
-    """No curriculum: the target workload and reward from the start."""
+    """No curriculum: the target workload and reward from the start. `workload` None (a multi-cluster
+    run): every stage leaves each env's own workload as it is (`VidurRoutingEnv.configure(workload=None)`)."""
 
-    def __init__(self, cfg: CurriculumConfig, workload: Mapping[str, Any], reward: Mapping[str, Any]) -> None:
-        self.cfg, self.workload, self.reward = cfg, dict(workload), dict(reward)
+    def __init__(self, cfg: CurriculumConfig, workload: Optional[Mapping[str, Any]], reward: Mapping[str, Any]) -> None:
+        if workload is None:
+            check_keeps_workload(cfg)
+        self.cfg, self.reward = cfg, dict(reward)
+        self.workload = None if workload is None else dict(workload)
 
     def at(self, update: int) -> Dict[str, Dict[str, Any]]:
         return {"workload": copy.deepcopy(self.workload), "reward": copy.deepcopy(self.reward)}
@@ -150,7 +161,8 @@ CURRICULA = {"none": (CurriculumConfig, Curriculum), "load_ramp": (LoadRampConfi
              "reward_ramp": (RewardRampConfig, RewardRamp), "staged": (StagedConfig, Staged)}
 
 
-def make_curriculum(spec: Union[CurriculumConfig, Mapping[str, Any], str, None], workload: Mapping[str, Any],
+def make_curriculum(spec: Union[CurriculumConfig, Mapping[str, Any], str, None], workload: Optional[Mapping[str, Any]],
                     reward: Mapping[str, Any]) -> Curriculum:
-    """The curriculum of a config over the target workload and reward specs (plain mappings)."""
+    """The curriculum of a config over the target workload and reward specs (plain mappings); workload
+    None: each env keeps its own (multi-cluster runs)."""
     return build(CURRICULA, spec, "none", "curriculum", workload, reward)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from typing import Any, List, Mapping, Protocol, Sequence
+from typing import Any, List, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 import torch
 
 from vidur_ppo.ppo.rollout import RolloutBatch, RolloutCollector
-from vidur_ppo.ppo.vector import close_workers, reap_at_exit
+from vidur_ppo.ppo.vector import close_workers, per_env, reap_at_exit
 
 
 class Sampler(Protocol):
@@ -67,19 +67,19 @@ class VectorEnvSampler:
         self.envs.close()
 
 
-def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_cfg: Any, num_replicas: int,
+def _worker(remote, env_kwargs: Sequence[Mapping[str, Any]], model_cfg: Any, num_replicas: int,
             num_features: int, seed: int) -> None:
+    """A worker's envs (`env_kwargs`: one per env) and its copy of the policy, serving the sampler's commands."""
     import gymnasium as gym
 
     from vidur_ppo.models import make_model
-    from vidur_ppo.ppo.vector import ignore_interrupts, send_error
-    from vidur_ppo.routing.env import VidurRoutingEnv
+    from vidur_ppo.ppo.vector import env_constructors, ignore_interrupts, send_error
 
     ignore_interrupts()
     torch.set_num_threads(1)
     envs = None
     try:
-        envs = gym.vector.SyncVectorEnv([lambda: VidurRoutingEnv(**env_kwargs) for _ in range(num_envs)],
+        envs = gym.vector.SyncVectorEnv(env_constructors(env_kwargs),
                                         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
         model = make_model(model_cfg, num_replicas, num_features).eval()
         collector = RolloutCollector(envs, model.initial_state)
@@ -116,20 +116,22 @@ def _worker(remote, env_kwargs: Mapping[str, Any], num_envs: int, model_cfg: Any
 
 
 class PolicyWorkerSampler:
-    """`num_envs` envs in `num_workers` processes, each running its own copy of the policy."""
+    """`num_envs` envs in `num_workers` processes, each running its own copy of the policy. `env_kwargs`:
+    every env's, or a list with one per slot (env k runs slot k % len(slots), as in `vector.per_env`)."""
 
-    def __init__(self, env_kwargs: Mapping[str, Any], num_envs: int, num_workers: int, model_cfg: Any,
-                 num_replicas: int, num_features: int, seed: int = 0) -> None:
+    def __init__(self, env_kwargs: Union[Mapping[str, Any], Sequence[Mapping[str, Any]]], num_envs: int,
+                 num_workers: int, model_cfg: Any, num_replicas: int, num_features: int, seed: int = 0) -> None:
         num_workers = max(1, min(num_workers, num_envs))
+        kwargs = per_env(num_envs, [env_kwargs] if isinstance(env_kwargs, Mapping) else list(env_kwargs))
         self.num_envs = num_envs
         self._sizes = [len(g) for g in np.array_split(np.arange(num_envs), num_workers)]
         self._bounds = np.cumsum([0] + self._sizes)
         ctx = mp.get_context("spawn")  # a fresh interpreter: no forked torch/OpenMP state
         self._remotes, self._procs = [], []
-        for w, k in enumerate(self._sizes):
+        for w in range(len(self._sizes)):
             remote, work = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(work, dict(env_kwargs), k, model_cfg, num_replicas,
-                                                  num_features, seed * 1000 + w), daemon=True)
+            p = ctx.Process(target=_worker, args=(work, kwargs[self._bounds[w]:self._bounds[w + 1]], model_cfg,
+                                                  num_replicas, num_features, seed * 1000 + w), daemon=True)
             p.start()
             work.close()
             self._remotes.append(remote)

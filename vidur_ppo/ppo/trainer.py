@@ -198,7 +198,7 @@ class PPOTrainer:
                     sampler.call("configure", **specs)
                     switched = stage is not None or (self.update > 0 and specs != curriculum.at(self.update - 1))
                     if switched:
-                        on_event and on_event("curriculum", qps=specs["workload"].get("qps"),
+                        on_event and on_event("curriculum", qps=(specs["workload"] or {}).get("qps"),
                                               clip=specs["reward"].get("clip"),
                                               latency_threshold=specs["reward"].get("latency_threshold"))
                 if restore is not None:
@@ -216,7 +216,7 @@ class PPOTrainer:
             self.update += 1
             row = {"update": self.update, "global_step": self.global_step, **update_row(buf, rollout, self.feature_names)}
             if specs is not None:
-                row["curriculum/qps"] = float(specs["workload"].get("qps") or float("nan"))
+                row["curriculum/qps"] = float((specs["workload"] or {}).get("qps") or float("nan"))  # None: per slot
             row.update(learn)
             row.update({"sps": buf.rewards.numel() / (t_end - t_start), "time_env": rollout.time_env,
                         "time_policy": rollout.time_policy, "time_update": t_end - t_update,

@@ -13,9 +13,10 @@ format with `_key` masks), so training code does not know which vector env it dr
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -214,22 +215,34 @@ class GroupedAsyncVectorEnv(gym.vector.VectorEnv):
         self._reaper.cancel()
 
 
+def per_env(num_envs: int, slots: Sequence[Mapping[str, Any]]) -> List[Mapping[str, Any]]:
+    """Each env's kwargs from each slot's: env k runs slot k % len(slots) (multi-cluster training,
+    build.slot_specs; one slot: every env alike)."""
+    return [slots[k % len(slots)] for k in range(num_envs)]
+
+
+def env_constructors(env_kwargs: Sequence[Mapping[str, Any]]) -> List[Callable[[], gym.Env]]:
+    """One env constructor per env kwargs."""
+    from vidur_ppo.routing.env import VidurRoutingEnv
+
+    return [functools.partial(VidurRoutingEnv, **kw) for kw in env_kwargs]
+
+
 def make_vector_env(
     num_envs: int,
     mode: str = "grouped",
     num_workers: int = 2,
     autoreset_mode: gym.vector.AutoresetMode = gym.vector.AutoresetMode.NEXT_STEP,
+    slots: Sequence[Mapping[str, Any]] = (),
     **env_kwargs: Any,
 ) -> gym.vector.VectorEnv:
-    """N independent envs.
+    """N independent envs of `env_kwargs`, or with `slots` (env kwargs per slot) env k of slot k % len(slots).
 
     mode: "sync" (one process), "async" (gymnasium, one process per env) or "grouped"
     (`num_workers` processes, each stepping num_envs/num_workers envs; fastest here, see
     `vidur_ppo.ppo.vector`).
     """
-    from vidur_ppo.routing.env import VidurRoutingEnv
-
-    fns = [lambda: VidurRoutingEnv(**env_kwargs) for _ in range(num_envs)]
+    fns = env_constructors(per_env(num_envs, slots or [env_kwargs]))
     if mode == "sync":
         return gym.vector.SyncVectorEnv(fns, autoreset_mode=autoreset_mode)
     if mode == "async":

@@ -22,7 +22,7 @@ from vidur_ppo.routing.safety import SafetyConfig, SafetyMonitor
 from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_costs
-from vidur_ppo.workloads import WorkloadConfig, make_workload, workload_spec
+from vidur_ppo.workloads import SLO_KEYS, WorkloadConfig, make_workload, workload_spec
 from vidur_ppo.routing.capacity import replica_speeds
 
 ENV_ID = "VidurRouting-v0"
@@ -52,8 +52,8 @@ class VidurRoutingEnv(gym.Env):
         cluster: Union[ClusterSpec, Mapping[str, Any], None] = None,
         workload: Union[WorkloadConfig, Mapping[str, Any], None] = None,
         slo_e2e: float = DEFAULT_SLO_E2E,
-        slo_ttft: float = DEFAULT_SLO_TTFT,
-        slo_tpot: float = DEFAULT_SLO_TPOT,
+        slo_ttft: Optional[float] = None,
+        slo_tpot: Optional[float] = None,
         reward: Union[Reward, RewardConfig, Mapping[str, Any], str, None] = None,
         features: Union[FeatureSet, FeaturesConfig, Mapping[str, Any], str, None] = None,
         record_token_times: bool = True,
@@ -64,10 +64,14 @@ class VidurRoutingEnv(gym.Env):
         self.cluster = ClusterSpec.from_mapping(cluster)
         self.cluster.validate()
         self.workload = self._fit_to_cluster(make_workload(workload))
+        self._workload_spec = workload_spec(workload)
         # each replica's relative throughput (measured once per group and cached; ones when identical)
-        self.replica_speed = replica_speeds(self.cluster, workload_spec(workload))
+        self.replica_speed = replica_speeds(self.cluster, self._workload_spec)
         self.slo_e2e = float(slo_e2e)
-        self.slos = {"slo_ttft": float(slo_ttft), "slo_tpot": float(slo_tpot)}  # SLO attainment and goodput
+        # SLO attainment, goodput and the SLO reward: these when set, else the episode's workload's own
+        # (a zoo: the family drawn), else the chatbot defaults (`episode_slos`)
+        self.slo_override = {"slo_ttft": slo_ttft, "slo_tpot": slo_tpot}
+        self.slos = self.episode_slos(None)
         self.safety = SafetyMonitor(SafetyConfig.of(safety), self.slo_e2e)
         self.reward = reward if isinstance(reward, Reward) else make_reward(reward)
         self.features = features if isinstance(features, FeatureSet) else make_feature_set(features)
@@ -109,6 +113,7 @@ class VidurRoutingEnv(gym.Env):
         else:
             self.episode_seed = int(seed if seed is not None else self.np_random.integers(self.seed_limit))
             trace = self.workload.generate(self.episode_seed)
+        self.slos = self.episode_slos(self.episode_seed)  # a zoo's: its drawn family's
         true = np.asarray(trace.num_decode_tokens)
         self._predicted = None if self.length_predictor.exact else self.length_predictor.predict(
             true, self.episode_seed or 0)
@@ -147,7 +152,7 @@ class VidurRoutingEnv(gym.Env):
             info[f"safety/{k}"] = v
         if terminated or truncated:
             summary = self.driver.summary(slo_e2e=self.slo_e2e, **self.slos) if terminated else self._partial_summary()
-            summary.update({f"safety_{k}_triggers": v for k, v in self.safety.counts.items()})
+            summary.update({f"safety_{k}_triggers": v for k, v in self.safety.counts.items()}, **self.slos)
             summary["safety_terminated"] = int(truncated)
             info["episode_metrics"] = summary
             if self.decision_credit is not None:
@@ -155,6 +160,16 @@ class VidurRoutingEnv(gym.Env):
             if truncated:
                 self._request = None
         return self._observe(), reward, terminated, truncated, info
+
+    def episode_slos(self, seed: Optional[int]) -> Dict[str, float]:
+        """The SLOs requests are held to in the episode with this seed: the run's override, else the
+        workload's own (a zoo's: the member the seed draws), else DistServe's chatbot SLOs (sim/metrics.py)."""
+        spec = self._workload_spec
+        if spec.get("members") and seed is not None:
+            spec = spec["members"][self.workload.draw(seed)[0]]
+        default = {"slo_ttft": DEFAULT_SLO_TTFT, "slo_tpot": DEFAULT_SLO_TPOT}
+        return {k: float(next(v for v in (self.slo_override[k], spec.get(k), default[k]) if v is not None))
+                for k in SLO_KEYS}
 
     def decision_rewards(self) -> np.ndarray:
         """Minus the cost of every request routed this episode, in decision order (`request_costs`); a
@@ -235,8 +250,9 @@ class VidurRoutingEnv(gym.Env):
         """Swap the workload and/or reward (a curriculum stage); takes effect at the next reset()."""
         if workload is not None:
             self.workload = self._fit_to_cluster(make_workload(workload))
+            self._workload_spec = workload_spec(workload)
             # each replica's relative throughput for the new lengths (a reward-only stage keeps them)
-            self.replica_speed = replica_speeds(self.cluster, workload_spec(workload))
+            self.replica_speed = replica_speeds(self.cluster, self._workload_spec)
         if reward is not None:
             self.reward = make_reward(reward)
 

@@ -20,8 +20,20 @@ LATENCY_METRICS = ("ttft", "tbt", "e2e", "sched_delay")
 # project's Llama-2-7B on A100s (its larger models get looser ones: OPT-66B 2.5 s / 0.15 s, OPT-175B
 # 4 s / 0.2 s; code completion tighter TTFT, summarisation looser). Splitwise (ISCA'24) states SLOs
 # relative to an unloaded run instead, so it gives no absolute defaults.
+#
+# SLOs per application: every workload file may set its own `slo_ttft`/`slo_tpot` (workloads/specs.py);
+# the chat families keep these defaults. DistServe's Table 1 (OPT-66B: chatbot TTFT 2.5 s / TPOT 0.15 s,
+# code completion 0.125 s / 0.2 s, summarisation 15 s / 0.15 s) sets TTFTs for its own models and
+# prompts (HumanEval's are ~10x shorter than the Azure coding trace's 1,500 tokens), so its seconds do
+# not transfer; a single 0.25 s is met by 1-20% of a 1.5-7k-token code trace's requests at rho 0.9. The
+# rule here: TPOT = DistServe's TPOT for the family's application; TTFT = UNLOADED_TTFT_MULTIPLE x the
+# family's unloaded P90 TTFT on one A100 (Llama-2-7B, vLLM; 200 requests at 0.02 QPS), the multiple the
+# chatbot default has over chat's (0.25 s / 0.079 s), rounded to 0.05 s (tests/test_slo_capacity.py
+# re-measures it). Summarisation is then stricter than DistServe's ratio to its chatbot (6x), code
+# completion looser than its (0.05x, for short prompts).
 DEFAULT_SLO_TTFT = 0.25
 DEFAULT_SLO_TPOT = 0.1
+UNLOADED_TTFT_MULTIPLE = 3.2
 SLO_METRICS = ("slo_attainment", "ttft_attainment", "tpot_attainment", "goodput_rps")
 
 

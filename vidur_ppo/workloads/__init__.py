@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Union
 
 from vidur_ppo.sim import workload as sim_workload
 from vidur_ppo.workloads.specs import (  # noqa: F401 (re-exported: the package's public names)
-    BASE_WORKLOADS, CHAT_DECODE, CHAT_PREFILL, LENGTHS_CONF, LIGHT_QPS, Arrival, Overlong, SyntheticWorkloadConfig,
+    BASE_WORKLOADS, CHAT_DECODE, CHAT_PREFILL, LENGTHS_CONF, LIGHT_QPS, SLO_KEYS, Arrival, Overlong, SyntheticWorkloadConfig,
     TraceArrival, TraceWindow, TraceWorkloadConfig, check_load, length_shapes, make_sim_workload, workload_spec)
 from vidur_ppo.workloads.zoo import ZooWorkloadConfig, make_zoo
 

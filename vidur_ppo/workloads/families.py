@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from vidur_ppo import CONF_DIR
 from vidur_ppo.checks import check, from_mapping
+from vidur_ppo.workloads.specs import SLO_KEYS
 
 WORKLOAD_CONF = CONF_DIR / "workload"
 #: keys that set how much and how long, not the family's shape
@@ -40,7 +41,7 @@ def shape(spec: Mapping[str, Any]) -> Dict[str, Any]:
     """A workload spec without its rate and size keys: what makes two workloads the same family."""
     from vidur_ppo.workloads.specs import workload_spec
 
-    return {k: v for k, v in workload_spec(spec).items() if k not in RATE_KEYS}
+    return {k: v for k, v in workload_spec(spec).items() if k not in RATE_KEYS + SLO_KEYS}  # its SLOs are promises, not its shape
 
 
 def family_of(spec: Mapping[str, Any], names: List[str]) -> Optional[str]:

@@ -26,6 +26,19 @@ def length_shapes(name: str) -> Dict[str, Dict[str, Any]]:
     return OmegaConf.to_container(OmegaConf.load(LENGTHS_CONF / f"{name}.yaml"), resolve=True)
 
 
+#: a workload's own SLOs (seconds; None: the chatbot defaults of sim/metrics.py): what its application
+#: promises, so they travel with the workload into every scenario, zoo member and suite row; the run's
+#: top-level `slo_ttft`/`slo_tpot`, when set, override them for its own workload (routing/env.py)
+SLO_KEYS = ("slo_ttft", "slo_tpot")
+
+
+def check_slos(cfg: Any) -> None:
+    """A workload's own SLOs, when set, are seconds > 0."""
+    from vidur_ppo.checks import positive
+
+    positive(cfg, "workload", *(k for k in SLO_KEYS if getattr(cfg, k) is not None))
+
+
 CHAT_PREFILL: Dict[str, Any] = length_shapes("chat")["prefill"]
 CHAT_DECODE: Dict[str, Any] = length_shapes("chat")["decode"]
 LIGHT_QPS = 8.0
@@ -67,8 +80,12 @@ class SyntheticWorkloadConfig:
     # rho, load relative to capacity: set, qps = load x the cluster's saturation throughput for these
     # lengths (routing/capacity.py, measured once and cached); resolved by build.env_spec
     load: Optional[float] = None
+    # this application's SLOs (SLO_KEYS; conf/workload files set them per family): None, the chatbot's
+    slo_ttft: Optional[float] = None
+    slo_tpot: Optional[float] = None
 
     def __post_init__(self) -> None:
+        check_slos(self)
         choice(self, "workload", "arrival", Arrival)
         self.prefill = dict(CHAT_PREFILL if self.prefill is None else self.prefill)
         self.decode = dict(CHAT_DECODE if self.decode is None else self.decode)
@@ -114,8 +131,12 @@ class TraceWorkloadConfig:
     # rho: arrivals rescaled to load x the cluster's saturation throughput for this trace's own lengths
     # (routing/capacity.py); resolves to `qps` in build.env_spec, so set one of the two
     load: Optional[float] = None
+    # the trace's application SLOs (SLO_KEYS): None, the chatbot's; set them for a code or summarisation trace
+    slo_ttft: Optional[float] = None
+    slo_tpot: Optional[float] = None
 
     def __post_init__(self) -> None:
+        check_slos(self)
         for key, enum in (("window", TraceWindow), ("arrival", TraceArrival), ("overlong", Overlong)):
             choice(self, "workload", key, enum)
         if self.load is not None:
@@ -133,8 +154,9 @@ def workload_spec(spec: Any) -> Dict[str, Any]:
     if not isinstance(spec, Mapping):
         spec = {k: (v.value if isinstance(v, StrEnum) else v) for k, v in asdict(spec).items()}
     spec = dict(spec)
-    if "load" in spec and spec["load"] is None:  # off: the simulator never sees it
-        spec.pop("load")
+    for key in ("load", *SLO_KEYS):  # off: the simulator never sees it
+        if key in spec and spec[key] is None:
+            spec.pop(key)
     if spec.get("kind", "synthetic") == "synthetic":
         spec["prefill"] = dict(spec.get("prefill") or CHAT_PREFILL)
         spec["decode"] = dict(spec.get("decode") or CHAT_DECODE)
@@ -163,7 +185,7 @@ def check_load(spec: Mapping[str, Any]) -> float:
 
 def make_sim_workload(spec: Any) -> sim_workload.Workload:
     """The simulator's synthetic generator or trace replay for a config; one-line errors naming the key."""
-    spec = workload_spec(spec)
+    spec = {k: v for k, v in workload_spec(spec).items() if k not in SLO_KEYS}  # the env's, not the simulator's
     if "load" in spec:
         raise ConfigError("workload.load needs a cluster to resolve against: build the env through "
                           "vidur_ppo.build.env_spec (or set workload.qps)")

@@ -77,10 +77,10 @@ class ZooWorkload:
 
 def make_zoo(spec: Mapping[str, Any]) -> ZooWorkload:
     from vidur_ppo.checks import ConfigError
-    from vidur_ppo.sim import workload as sim_workload
+    from vidur_ppo.workloads.specs import make_sim_workload
 
     if not spec.get("members"):
         raise ConfigError("workload.kind=zoo needs a cluster to resolve each family's capacity against: build the "
                           "env through vidur_ppo.build.env_spec")
-    return ZooWorkload([sim_workload.make_workload(m) for m in spec["members"]], list(spec["families"]),
+    return ZooWorkload([make_sim_workload(m) for m in spec["members"]], list(spec["families"]),
                        float(spec["load_min"]), float(spec["load_max"]))
