@@ -82,12 +82,16 @@ def suite(policies: dict, ev, out_dir: Path, fresh: bool) -> tuple:
 
 def capacity_ratios(cap: pd.DataFrame) -> pd.DataFrame:
     """Per held-out cluster (family x replicas, or a mix's family): every router's capacity at SLO and its
-    ratio to the cluster's best heuristic (a policy row is not a heuristic)."""
-    from vidur_ppo.routing.heuristics import HEURISTICS
+    ratio to the cluster's best heuristic (a policy row is not a heuristic). On identical replicas a
+    capacity-aware heuristic is its blind twin (`BLIND_TWIN`, which the suite runs in its place)."""
+    from vidur_ppo.routing.heuristics import BLIND_TWIN, HEURISTICS
 
     cap = cap[cap["split"].isin(HELD_OUT)]
     out = []
     for (fam, r), g in cap.groupby(["family", "replicas"], sort=False):
+        if not g["scheduler"].isin(list(BLIND_TWIN)).any():
+            twins = [g[g["scheduler"] == blind].assign(scheduler=aware) for aware, blind in BLIND_TWIN.items()]
+            g = pd.concat([g, *twins], ignore_index=True)
         h = g[g["scheduler"].isin(list(HEURISTICS))].set_index("scheduler")["capacity"]
         for _, row in g.iterrows():
             out.append({"cluster": fam, "replicas": r, "split": row["split"], "scheduler": row["scheduler"],
@@ -238,8 +242,8 @@ def main() -> None:
                     help="training seeds of the chosen candidate (the choice uses the first)")
     ap.add_argument("--seeds", type=int, default=5, help="test seeds per scenario and per capacity bisection")
     ap.add_argument("--val-seeds", type=int, default=2, help="validation seeds for the choice")
-    ap.add_argument("--requests", type=int, default=500, help="requests per test episode at a fixed load")
-    ap.add_argument("--capacity-requests", type=int, default=300, help="requests per bisection episode")
+    ap.add_argument("--requests", type=int, default=400, help="requests per test episode at a fixed load")
+    ap.add_argument("--capacity-requests", type=int, default=200, help="requests per bisection episode")
     ap.add_argument("--headroom-seeds", type=int, default=2, help="seeds per scenario of the SLO headroom search")
     ap.add_argument("--budget", type=int, default=40, help="full simulations per trace for the offline search")
     ap.add_argument("--runs", type=Path, default=ROOT / "multirun" / "headline",

@@ -90,8 +90,10 @@ def test_capacity_aware_heuristics_are_the_blind_ones_on_identical_replicas(cach
     from vidur_ppo.routing.env import VidurRoutingEnv
 
     env = VidurRoutingEnv(cluster={"num_replicas": 3}, workload=LIGHT)
-    for aware, blind in (("weighted_round_robin", "round_robin"), ("least_work_left_time", "least_work_left"),
-                         ("power_of_two_ect", "power_of_two")):
+    from vidur_ppo.routing.heuristics import BLIND_TWIN, CAPACITY_AWARE
+
+    assert set(BLIND_TWIN) == set(CAPACITY_AWARE)
+    for aware, blind in BLIND_TWIN.items():
         np.testing.assert_array_equal(actions(env, aware), actions(env, blind))
     assert not list(cache_dir.iterdir())  # identical replicas: nothing measured
 

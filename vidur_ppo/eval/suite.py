@@ -343,7 +343,7 @@ def capacity_targets(eval_cfg: EvalConfig) -> List[Tuple[Dict[str, Any], Dict[st
 
 
 def heuristics_for(mixed: bool, heuristics: List[str]) -> List[str]:
-    """Identical replicas make the capacity-aware heuristics the blind ones (tests/test_hetero.py): run once."""
+    """Identical replicas make the capacity-aware heuristics the blind ones (`BLIND_TWIN`): run once."""
     return heuristics if mixed else [h for h in heuristics if h not in CAPACITY_AWARE]
 
 

@@ -219,6 +219,8 @@ HEURISTICS: Dict[str, Callable[[], Heuristic]] = {
 }
 #: the heuristics that know replica speeds (the rest are capacity-blind, as most deployments run)
 CAPACITY_AWARE = ("weighted_round_robin", "least_work_left_time", "power_of_two_ect")
+#: what each capacity-aware heuristic is on identical replicas (tests/test_hetero.py), where suites run the twin only
+BLIND_TWIN = dict(zip(CAPACITY_AWARE, ("round_robin", "least_work_left", "power_of_two")))
 
 
 def make_heuristic(name: str) -> Heuristic:
