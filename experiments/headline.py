@@ -244,7 +244,8 @@ def main() -> None:
     ap.add_argument("--val-seeds", type=int, default=2, help="validation seeds for the choice")
     ap.add_argument("--requests", type=int, default=400, help="requests per test episode at a fixed load")
     ap.add_argument("--capacity-requests", type=int, default=200, help="requests per bisection episode")
-    ap.add_argument("--headroom-seeds", type=int, default=2, help="seeds per scenario of the SLO headroom search")
+    ap.add_argument("--headroom-seeds", type=int, default=2, help="seeds per scenario of the SLO headroom search "
+                    "(0: step 4 skipped)")
     ap.add_argument("--budget", type=int, default=40, help="full simulations per trace for the offline search")
     ap.add_argument("--runs", type=Path, default=ROOT / "multirun" / "headline",
                     help="training runs: <runs>/<candidate>/seed<s>/ (finished ones are reused)")
@@ -283,7 +284,8 @@ def main() -> None:
 
     # 4. the SLO headroom
     hr = slo_headroom(policies, GuardConfig.of(ev.guard), cap, out / "headline", args.headroom_seeds, args.capacity_requests,
-                      args.budget, args.fresh)
+                      args.budget, args.fresh) if args.headroom_seeds else pd.DataFrame(
+        columns=["scenario", "split", "best", "best_attainment", "search_attainment", router])
     hr_sc = hr.groupby("scenario", sort=False).agg(split=("split", "first"), best=("best", "first"),
                                                     best_att=("best_attainment", "mean"),
                                                     search=("search_attainment", "mean"),
@@ -306,7 +308,7 @@ def main() -> None:
     ttft = vs["ttft_p99"]
     ratio_ttft = ttft["diff"] + 1
     e2e_bad = [s for s in vs["e2e_p99"].index if vs["e2e_p99"].loc[s, "diff"] - vs["e2e_p99"].loc[s, "half"] > 0.03]
-    share = {s: float(hr_sc[hr_sc["split"] == s]["share"].mean()) for s in HELD_OUT}
+    share = {s: float(hr_sc[hr_sc["split"] == s]["share"].mean()) if len(hr_sc) else float("nan") for s in HELD_OUT}
     targets = [
         (f"capacity at SLO never below the best heuristic's beyond the bisection tolerance ({tol:g}), held-out clusters",
          f"below on {len(below)} of {len(per)}" + (f": {', '.join(below)}" if below else ""), not below),
