@@ -19,8 +19,11 @@ venv: $(STAMP)
 train: $(STAMP)
 	$(PY) -m vidur_ppo.train $(ARGS)
 
+# the suite in TEST_WORKERS processes (pytest-xdist; a test file stays in one worker, so its module fixtures
+# are built once); TEST_WORKERS=0 runs it in this process
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 bench: $(STAMP)
 	$(PY) experiments/bench_env.py

@@ -51,6 +51,28 @@ def add_heuristics(policies, ev, results: Path, name: str, heuristics: Sequence[
     return render_section(policies, ev, results, name)
 
 
+def add_policies(policies, ev, out_dir: Path) -> None:
+    """Run more policies (name -> run dir) on a finished suite's traces (same scenarios and seeds, so every
+    comparison stays paired; capacity bisections and `eval.guard`'s guarded twins too) and add their rows to its
+    CSVs, replacing any of the same name: a new candidate does not re-run every heuristic."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, capacity_job, capacity_jobs, run_jobs, suite_jobs
+
+    jobs = [(*job[:3], [], *job[4:]) for job in suite_jobs(policies, ev)]
+    cjobs = capacity_jobs(policies, ev, [])
+    bar = tqdm(total=len(jobs) + len(cjobs), desc=f"{out_dir.name}: {', '.join(policies)}")
+    new = [r for res in run_jobs(jobs, ev.workers, bar.update) for r in res["rows"]]
+    names = {r["scheduler"] for r in new}
+    for csv, extra in (("metrics.csv", new), ("capacity.csv", run_jobs(cjobs, ev.workers, bar.update, fn=capacity_job))):
+        old = pd.read_csv(out_dir / csv)
+        old = old[~old["scheduler"].isin(names)]
+        pd.concat([old, pd.DataFrame(extra)], ignore_index=True).to_csv(out_dir / csv, index=False,
+                                                                         float_format=CSV_FLOAT_FORMAT)
+    bar.close()
+
+
 def render_section(policies, ev, results: Path, name: str) -> str:
     """report.md of results/<name>/ re-rendered from its CSVs, and its generalisation section."""
     import pandas as pd

@@ -5,7 +5,8 @@ suite's held-out families and mixes, against every heuristic and the one an oper
     python experiments/headline.py            # every step, the choice reused
 
 1. Trains every candidate (CANDIDATES: conf/experiment files) per training seed with `python -m vidur_ppo.train`,
-   timed, into multirun/headline/<candidate>/seed<s>/ (finished runs are reused).
+   timed, into multirun/headline/<candidate>/seed<s>/ (finished runs are reused; a candidate the stored validation
+   suite already holds is not retrained, and a new one runs alone on its traces, its rows added: `add_policies`).
 2. Choice, on validation seeds (200000+) of the grid below: every heuristic and each candidate's policy, plain and
    guarded (`eval.guard`: the base heuristic takes a decision the policy is not confident in, or a state unlike
    training). The **a-priori heuristic** (the one an operator would run today) is the heuristic with the best mean
@@ -32,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from common import arg_parser, eval_config
+from common import add_policies, arg_parser, eval_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 # the experiment files (conf/experiment/<name>.yaml) the choice is made among
-CANDIDATES = ("expert_iteration_hetero_zoo",)  # slo_router (multi-cluster, SLO reward): not yet trained here
+CANDIDATES = ("expert_iteration_hetero_zoo", "slo_router")
 # every family on 4 identical replicas and the held-out mixes (the training mix left out), rho 0.8 and 0.95,
 # capacity at SLO on each of those clusters; the guard as eval.guard's defaults (base least_work_left_time)
 GRID = ["eval.grid.loads=[0.8,0.95]", "eval.grid.replicas=[4]", "eval.grid.overload_loads=[]",
@@ -65,10 +66,12 @@ def train(candidate: str, seed: int, runs: Path) -> tuple:
 
 
 def suite(policies: dict, ev, out_dir: Path, fresh: bool) -> tuple:
-    """(metrics.csv, capacity.csv) of a suite run of `policies` (kept from an earlier run unless `fresh`)."""
+    """(metrics.csv, capacity.csv) of a suite run of `policies` and every heuristic, restricted to those: kept from
+    an earlier run unless `fresh`, a policy that run lacks added on its traces (`add_policies`)."""
     from tqdm.auto import tqdm
 
     from vidur_ppo.eval.suite import run_suite, suite_size
+    from vidur_ppo.routing.heuristics import HEURISTICS
 
     if fresh or not (out_dir / "capacity.csv").exists():
         bar = tqdm(total=suite_size(policies, ev), desc=out_dir.name)
@@ -76,8 +79,13 @@ def suite(policies: dict, ev, out_dir: Path, fresh: bool) -> tuple:
         bar.close()
         if failed:
             sys.exit(f"failed scenarios in {out_dir}: {failed}")
-    cap = pd.read_csv(out_dir / "capacity.csv", dtype={"censored": str}).fillna({"censored": ""})
-    return pd.read_csv(out_dir / "metrics.csv"), cap
+    read = lambda: pd.read_csv(out_dir / "capacity.csv", dtype={"censored": str}).fillna({"censored": ""})  # noqa: E731
+    missing = {n: d for n, d in policies.items() if n not in set(read()["scheduler"])}
+    if missing:
+        add_policies(missing, ev, out_dir)
+    keep = [*HEURISTICS, *policies, *(f"{n}{GUARDED}" for n in policies)]
+    rows, cap = pd.read_csv(out_dir / "metrics.csv"), read()
+    return rows[rows["scheduler"].isin(keep)], cap[cap["scheduler"].isin(keep)]
 
 
 def capacity_ratios(cap: pd.DataFrame) -> pd.DataFrame:
@@ -104,7 +112,11 @@ def choose(runs: Path, seeds: list, out: Path, val_seeds: int) -> dict:
     """Step 2: the a-priori heuristic and the router, by mean capacity ratio on validation seeds."""
     from vidur_ppo.routing.heuristics import HEURISTICS
 
-    policies = {f"{name}_s{s}": str(train(name, s, runs)[0]) for name in CANDIDATES for s in seeds[:1]}
+    cap_file = out / "headline_validation" / "capacity.csv"
+    measured = set(pd.read_csv(cap_file)["scheduler"]) if cap_file.exists() else set()
+    # a candidate already measured on these validation traces is not retrained (its run dir is not read)
+    policies = {f"{name}_s{s}": None if f"{name}_s{s}" in measured else str(train(name, s, runs)[0])
+                for name in CANDIDATES for s in seeds[:1]}
     ev = eval_config("generalisation", [*GRID, "eval.split=validation", f"eval.seeds={val_seeds}",
                                         f"eval.capacity.seeds={val_seeds}", "eval.grid.loads=[0.95]",
                                         "eval.capacity.num_requests=300", "eval.num_requests=500"])

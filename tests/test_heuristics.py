@@ -58,7 +58,7 @@ def test_power_of_two_never_picks_the_worse_of_its_pair():
 def test_unknown_heuristic():
     with pytest.raises(ValueError, match="unknown heuristic"):
         make_heuristic("fastest")
-    assert len(HEURISTICS) == 10
+    assert len(HEURISTICS) == 15
 
 
 def _sita_obs(decode, replicas=STATE):

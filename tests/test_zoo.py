@@ -17,7 +17,9 @@ from vidur_ppo.workloads import make_workload
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register_configs()
-SYNTHETIC = sorted(p.stem for p in (CONF / "workload").glob("*.yaml") if p.stem not in ("trace", "zoo"))  # zoo: many families
+# generated families: not zoo (many families) nor trace replays (trace, mooncake: a file's own rate and lengths)
+SYNTHETIC = sorted(p.stem for p in (CONF / "workload").glob("*.yaml")
+                   if p.stem != "zoo" and "schema_trace" not in p.read_text())
 # the zoo of issue 15 (chat is chat_heavy / chat_light; prefill_heavy predates it)
 ZOO = ["burstgpt", "code_completion", "summarisation", "uniform", "two_tenant", "mmpp_bursty", "diurnal",
        "correlated"]

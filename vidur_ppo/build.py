@@ -104,7 +104,7 @@ class EnvSpec:
             wl.pop("qps_max", None)  # rho fixes the rate (the run's own qps/qps_max are replaced)
             wl.pop("qps", None)
             load, wl["qps"] = qps_at_load(cluster, wl, load)
-        if num_requests is not None and wl.get("kind") in ("synthetic", "zoo"):
+        if num_requests is not None and wl.get("kind") != "trace":  # synthetic, zoo and the prefix families
             wl["num_requests"] = num_requests
         elif num_requests is not None and not wl.get("max_requests"):  # a trace: seeds pick windows of this size
             wl["max_requests"] = num_requests

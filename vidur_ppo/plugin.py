@@ -91,7 +91,7 @@ class PolicyGlobalScheduler(BaseGlobalScheduler):
             self._error[request.id] = self._predicted[request.id] - true
             exact = self.lengths.exact
             state = replica_state(self._ordered, self._requests, now, mapping, None if exact else self._error,
-                                  self._speed)
+                                  self._speed, request)
             req = request_vector(request, None if exact else self._predicted)
             action = self.policy({"features": self.features(state, req, now)})
             mapping.append((ReplicaId(int(action)), request))

@@ -4,10 +4,11 @@
 rho x `saturation_rps(cluster, workload)`, the sustained throughput (completions per second between
 the 20th and the 80th percentile completion) of one short simulation in which a burst of the
 workload's requests all arrive at once and the `jsq` heuristic routes them. Only the lengths matter:
-a synthetic family's distributions (prefill, decode, correlation, paired_mixture), or a trace's own
+a synthetic family's distributions (prefill, decode, correlation, paired_mixture), a trace's own
 requests (drawn with a fixed seed from the whole file, after its `overlong` handling at the cluster's
-limit); rate, request count, windows and arrival process do not. Measured once per cluster and
-lengths (a trace's by a hash of its parsed length columns), then cached in memory and in a JSON file
+limit), or a prefix family's whole structure; and on a cluster with prefix caching the prefixes they
+share. Rate, request count, windows and arrival process do not. Measured once per cluster and
+lengths (a trace's by a hash of its parsed columns), then cached in memory and in a JSON file
 (`$VIDUR_PPO_CACHE_DIR/capacity.json`, default `~/.cache/vidur_ppo/capacity.json`), so "heavy"
 means the same on every family, trace and cluster size. It lives in routing/ because measuring
 routes (a bare driver and `jsq`): the env reads `replica_speeds` from here, workloads/ never does.
@@ -30,7 +31,8 @@ from vidur_ppo.sim.cluster import ClusterSpec
 from vidur_ppo.sim.driver import SimDriver
 from vidur_ppo.sim.trace import Trace
 from vidur_ppo.sim.trace_csv import check_path, read_trace_file
-from vidur_ppo.workloads import DEFAULT_WORKLOAD, check_load, make_workload, workload_spec as plain
+from vidur_ppo.sim.workload import PREFIX_WORKLOADS
+from vidur_ppo.workloads import DEFAULT_WORKLOAD, SLO_KEYS, check_load, make_workload, workload_spec as plain
 
 #: bump when the measurement changes (old cache entries are then ignored)
 VERSION = 2
@@ -46,6 +48,8 @@ SEED = 0
 LENGTH_KEYS = ("prefill", "decode", "correlation", "paired_mixture")
 #: a trace's: its file's length columns (hashed) and what its over-long requests become
 TRACE_LENGTH_KEYS = ("overlong", "max_total_tokens")
+#: a prefix family's (multi_turn, system_prompt, rag) keys that do not shape its requests; every other key does
+PREFIX_RATE_KEYS = ("qps", "num_requests", *SLO_KEYS)
 
 _MEMORY: Dict[str, float] = {}
 _DIGESTS: Dict[tuple, str] = {}  # (real path, mtime, size) -> hash of the parsed length columns
@@ -56,15 +60,20 @@ def cache_path() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "vidur_ppo") / "capacity.json"
 
 
-def trace_digest(path: str) -> str:
+def trace_digest(path: str, prefixes: bool = False, format: str = "auto") -> str:
     """Hash of a trace file's parsed prefill/decode columns: the same lengths, the same capacity,
-    whatever the file's name, arrival times or formatting."""
-    key = check_path(os.fspath(path))
+    whatever the file's name, arrival times or formatting; with `prefixes` (a cluster with prefix
+    caching) its prefix hashes too, if it has them."""
+    key = (check_path(os.fspath(path)), prefixes, format)
     if key not in _DIGESTS:
-        f = read_trace_file(path)
+        f = read_trace_file(path, format)
         h = hashlib.sha256()
         for column in (f.num_prefill_tokens, f.num_decode_tokens):
             h.update(np.ascontiguousarray(column, dtype="<i8").tobytes())
+        if prefixes and f.prefix_hashes is not None:
+            h.update(np.int64(f.prefix_block_tokens).tobytes())
+            for hashes in f.prefix_hashes:
+                h.update(np.int64(len(hashes)).tobytes() + np.ascontiguousarray(hashes, dtype="<i8").tobytes())
         _DIGESTS[key] = h.hexdigest()[:32]
     return _DIGESTS[key]
 
@@ -80,30 +89,41 @@ def lengths_at(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> Dict[s
 
 
 def cache_key(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> str:
-    """Stable hash of the cluster and the workload's lengths (not rate, count or arrivals)."""
+    """Stable hash of the cluster and the workload's lengths (not rate, count or arrivals), and on a cluster
+    with prefix caching its prefixes. Keys without a mix or a cache are those from before either existed."""
+    cluster = ClusterSpec.from_mapping(cluster)
     wl = plain({k: v for k, v in workload_spec.items() if k != "load"})
     if wl.get("kind") == "trace":
-        lengths = {"trace": trace_digest(wl["path"]), **{k: wl.get(k) for k in TRACE_LENGTH_KEYS}}
+        lengths = {"trace": trace_digest(wl["path"], cluster.prefix_caching, wl.get("format", "auto")), **{k: wl.get(k) for k in TRACE_LENGTH_KEYS}}
+    elif wl.get("kind") in PREFIX_WORKLOADS:
+        lengths = {k: v for k, v in wl.items() if k not in PREFIX_RATE_KEYS}
     else:
         lengths = {k: wl.get(k) for k in LENGTH_KEYS}
-    spec = {k: v for k, v in ClusterSpec.from_mapping(cluster).to_dict().items() if not (k == "replicas" and v is None)}
+    spec = {k: v for k, v in cluster.to_dict().items()
+            if not (k == "replicas" and v is None) and not (k == "prefix_caching" and not v)}
     text = json.dumps({"version": VERSION, "cluster": spec, "lengths": lengths}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def burst(workload_spec: Mapping[str, Any], n: int) -> Trace:
-    """n requests of the workload's lengths, all arriving at t=0 (drawn with the fixed SEED)."""
+    """n requests of the workload's lengths, all arriving at t=0 (drawn with the fixed SEED), with their
+    prefix hashes if they have any (a cluster without prefix caching ignores them). With the cache on, a
+    request reuses the prefixes earlier ones have computed, but none still being prefilled, as the whole
+    burst arrives at once: it reuses less than the same requests spread over time, a conservative capacity."""
     wl = plain({k: v for k, v in workload_spec.items() if k != "load"})
+    zeros = np.zeros(n)
     if wl.get("kind") == "trace":  # the whole file, over-long requests handled, then n draws of its rows
         wl.update(arrival="poisson", qps=1.0, time_window=None, subsample=None, max_requests=None, window="first")
         whole = make_workload(wl).generate(SEED)
-        rows = np.random.default_rng(SEED).integers(0, len(whole), n)
-        return Trace(np.zeros(n), whole.num_prefill_tokens[rows], whole.num_decode_tokens[rows])
+        return whole.rows(np.random.default_rng(SEED).integers(0, len(whole), n), zeros)
+    if wl.get("kind") in PREFIX_WORKLOADS:  # the family's first n requests (its sessions, tenants, documents)
+        wl.update(num_requests=n, qps=1.0)
+        return make_workload(wl).generate(SEED).rows(np.arange(n), zeros)
     wl.update(kind="synthetic", num_requests=n, qps=1.0, arrival="poisson", qps_max=None, start_time=0.0)
     for key in ("burst_factor", "mean_on", "mean_off", "amplitude", "period"):
         wl.pop(key, None)
     gen = make_workload(wl).generate(SEED)
-    return Trace(np.zeros(n), gen.num_prefill_tokens, gen.num_decode_tokens)
+    return Trace(zeros, gen.num_prefill_tokens, gen.num_decode_tokens)
 
 
 def simulate(cluster: ClusterSpec, workload_spec: Mapping[str, Any]) -> float:

@@ -20,7 +20,7 @@ from vidur_ppo.routing.length_predictor import LengthPredictor, LengthPredictorC
 from vidur_ppo.routing.rewards import Credit, DecisionMetric, Reward, RewardConfig, Step, make_reward
 from vidur_ppo.routing.safety import SafetyConfig, SafetyMonitor
 from vidur_ppo.sim.cluster import ClusterSpec
-from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, SimDriver
+from vidur_ppo.sim.driver import REPLICA_STATE_COLUMNS, RequestColumn, SimDriver, request_vector
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_costs
 from vidur_ppo.workloads import SLO_KEYS, WorkloadConfig, make_workload, workload_spec
 from vidur_ppo.routing.capacity import replica_speeds
@@ -29,17 +29,9 @@ ENV_ID = "VidurRouting-v0"
 DEFAULT_SLO_E2E = 8.0  # seconds: the latency SLO of rewards, the safety monitor and the SLO-violation metric
 EVAL_SEED_BASE = 100_000  # training draws episode seeds below this; held-out evaluation uses seeds from here up
 
-REQUEST_FEATURES = ("prefill_tokens", "decode_tokens")
-
-
-def request_vector(request, predicted: Optional[np.ndarray] = None) -> np.ndarray:
-    """What a router is told of an arriving request (`REQUEST_FEATURES`): its prompt length and its
-    output length as predicted (`predicted[request id]`, routing/length_predictor.py; None: the true one)."""
-    out = np.zeros(len(REQUEST_FEATURES), dtype=np.float32)
-    if request is not None:
-        out[0] = request.num_prefill_tokens
-        out[1] = request.num_decode_tokens if predicted is None else predicted[request.id]
-    return out
+#: what a router is told of the arriving request (obs["request"], `request_vector`): prompt length, output
+#: length as predicted, and a key of the prompt's leading prefix (sim/driver.py's RequestColumn)
+REQUEST_FEATURES = tuple(c.name for c in RequestColumn)
 
 
 class VidurRoutingEnv(gym.Env):
@@ -219,7 +211,7 @@ class VidurRoutingEnv(gym.Env):
 
         d = self.driver
         return metrics.summarize(d.per_request(), d.num_replicas, busy_time=d.busy_time, slo_e2e=self.slo_e2e,
-                                 **self.slos)
+                                 prefix_caching=d.prefix_caching, **self.slos)
 
     # --- exact resume: an episode in flight is its seed plus the actions taken so far ------------
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from vidur_ppo.checks import check, positive
 from vidur_ppo.registry import build, typed_config
+from vidur_ppo.routing.heuristics import cached_fraction
 from vidur_ppo.routing.size_split import long_pool_size
 from vidur_ppo.sim.driver import ReplicaColumn
 
@@ -187,6 +188,25 @@ class HeteroFeatures(SizeAwareFeatures):
         return np.concatenate([base, cap], axis=1)
 
 
+class PrefixFeatures(HeteroFeatures):
+    """`hetero` plus what each replica's prefix cache offers the arriving request, relative, so any cluster,
+    prompt length and KV size reads alike (0, 1/speed and 0 without a cache):
+    - `cached_fraction`: the share of its prompt the replica's cache would serve now;
+    - `prefill_time`: its prefill there relative to an uncached one on a mean replica: the uncached share
+      over the replica's speed (work / speed, the time estimate of least_work_left_time and the lookahead);
+    - `cache_occupancy`: the share of the replica's KV blocks cached prefix blocks hold.
+    """
+
+    names = HeteroFeatures.names + ("cached_fraction", "prefill_time", "cache_occupancy")
+
+    def __call__(self, state, request, now):
+        base = super().__call__(state, request, now)
+        hit = cached_fraction(state, request)
+        cache = np.stack([hit, (1.0 - hit) / state[:, ReplicaColumn.speed], state[:, ReplicaColumn.cache_occupancy]],
+                         axis=1)
+        return np.concatenate([base, cache.astype(np.float32)], axis=1)
+
+
 # --- configs: every default written once, here --------------------------------------------------
 
 
@@ -256,10 +276,16 @@ class HeteroFeaturesConfig(SizeAwareFeaturesConfig):
     names: List[str] = field(default_factory=lambda: list(HeteroFeatures.names))
 
 
+@dataclass
+class PrefixFeaturesConfig(HeteroFeaturesConfig):
+    name: str = "prefix"
+    names: List[str] = field(default_factory=lambda: list(PrefixFeatures.names))
+
+
 FEATURE_SETS: Dict[str, Tuple[type, type]] = {
     "legacy": (LegacyFeaturesConfig, LegacyFeatures), "queue": (QueueFeaturesConfig, QueueFeatures),
     "full": (FullFeaturesConfig, FullFeatures), "size_aware": (SizeAwareFeaturesConfig, SizeAwareFeatures),
-    "hetero": (HeteroFeaturesConfig, HeteroFeatures),
+    "hetero": (HeteroFeaturesConfig, HeteroFeatures), "prefix": (PrefixFeaturesConfig, PrefixFeatures),
 }
 
 

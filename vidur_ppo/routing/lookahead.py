@@ -42,7 +42,7 @@ from vidur.types import ReplicaId
 from vidur_ppo.checks import StrEnum, check, choice, from_mapping, positive
 from vidur_ppo.routing.heuristics import HEURISTICS, Heuristic, LeastWorkLeftTime, make_heuristic
 from vidur_ppo.sim import compat
-from vidur_ppo.sim.driver import replica_state
+from vidur_ppo.sim.driver import replica_state, request_vector
 from vidur_ppo.sim.metrics import DEFAULT_SLO_TPOT, DEFAULT_SLO_TTFT, slo_costs, slo_met
 
 # vidur's native execution times are immutable and cannot be pickled: a fork shares them
@@ -167,8 +167,8 @@ class _Fork:
     def _route_pending(self, base: Heuristic) -> None:
         for r in self.pending:
             state = replica_state(self.replica_schedulers, self.requests, self.now, self.scheduler.decisions,
-                                  None, self.speed)
-            obs = {"replicas": state, "request": np.array([r._num_prefill_tokens, r._num_decode_tokens], dtype=np.float32)}
+                                  None, self.speed, r)
+            obs = {"replicas": state, "request": request_vector(r)}  # r runs its predicted length here
             self.scheduler.decisions.append((ReplicaId(base.act(obs)), r))
         self.pending = []
 

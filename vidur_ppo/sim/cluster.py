@@ -33,10 +33,13 @@ from vidur.request_generator import RequestGeneratorRegistry
 from vidur.request_generator.base_request_generator import BaseRequestGenerator
 from vidur.scheduler.global_scheduler.base_global_scheduler import BaseGlobalScheduler
 from vidur.scheduler.global_scheduler.global_scheduler_registry import GlobalSchedulerRegistry
+from vidur.scheduler.replica_scheduler.replica_scheduler_registry import ReplicaSchedulerRegistry
 from vidur.types import BaseIntEnum, ReplicaId
 from vidur.utils.memory_planner import MemoryPlanner
 
 from vidur_ppo.sim import compat
+from vidur_ppo.sim.prefix_cache import (BlockHashes, PrefixCachingSchedulerType, PrefixCachingVllmSchedulerConfig,
+                                        PrefixCachingVLLMReplicaScheduler)
 from vidur_ppo.sim.workload import Trace
 
 REPLICA_SCHEDULERS = ("vllm", "sarathi", "orca")
@@ -75,14 +78,22 @@ class GivenRequestsConfig(BaseRequestGeneratorConfig):
 
 
 class GivenRequestsGenerator(BaseRequestGenerator):
-    """Turns the trace into fresh vidur `Request` entities (ids 0..n-1 after an id reset)."""
+    """Turns the trace into fresh vidur `Request` entities (ids 0..n-1 after an id reset).
+
+    Each request carries the hashes of its prompt's full blocks of the trace's `prefix_block_tokens`
+    (`vp_prefix_hashes`, None without hashes; a trailing partial block is never reused) for a replica's
+    prefix cache (sim/prefix_cache.py), which sets `vp_prefix_hit_tokens` at its first admission."""
 
     def generate_requests(self) -> List[Request]:
         t = self.config.trace
+        hashes = t.prefix_hashes or [None] * len(t)
+        g = t.prefix_block_tokens
         requests = []
-        for a, p, d in zip(t.arrived_at, t.num_prefill_tokens, t.num_decode_tokens):
+        for a, p, d, h in zip(t.arrived_at, t.num_prefill_tokens, t.num_decode_tokens, hashes):
             r = Request(arrived_at=float(a), num_prefill_tokens=int(p), num_decode_tokens=int(d))
             r.vp_decode_tokens = int(d)  # kept: a preemption restart rewrites _num_decode_tokens
+            r.vp_prefix_hashes = None if h is None else BlockHashes(h[: int(p) // g].tolist())
+            r.vp_prefix_hit_tokens = 0
             requests.append(r)
         return requests
 
@@ -114,6 +125,7 @@ class ExternalGlobalScheduler(BaseGlobalScheduler):
 compat.apply()  # every simulator built through this module runs with the fixes
 RequestGeneratorRegistry.register(ExtRequestGeneratorType.GIVEN, GivenRequestsGenerator)
 GlobalSchedulerRegistry.register(ExtGlobalSchedulerType.EXTERNAL, ExternalGlobalScheduler)
+ReplicaSchedulerRegistry.register(PrefixCachingSchedulerType.VLLM_PREFIX_CACHING, PrefixCachingVLLMReplicaScheduler)
 
 
 # --- the spec -------------------------------------------------------------------------------
@@ -138,6 +150,9 @@ class ClusterSpec:
     memory_margin_fraction: float = 0.1
     watermark_blocks_fraction: float = 0.01
     max_request_tokens: int = 4096  # vidur sizes per-request KV slots by this
+    # vllm: vLLM's automatic prefix caching per replica (sim/prefix_cache.py), hits from the trace's
+    # prefix_hashes, whose prefix_block_tokens must be a multiple of block_size
+    prefix_caching: bool = False
     predictor: str = "roofline"
     predictor_options: Dict[str, Any] = field(default_factory=dict)
     # a heterogeneous cluster: groups of replicas, each {count: n, <any key above but these two>}
@@ -198,6 +213,10 @@ class ClusterSpec:
             )
         if self.predictor not in PREDICTORS:
             raise ScenarioError(f"predictor={self.predictor!r}; choose one of {PREDICTORS}")
+        if not isinstance(self.prefix_caching, bool):
+            raise ScenarioError(f"prefix_caching must be true or false, got {self.prefix_caching!r}")
+        if self.prefix_caching and self.replica_scheduler != "vllm":
+            raise ScenarioError(f"prefix_caching needs replica_scheduler=vllm, got {self.replica_scheduler!r}")
         for key in ("tensor_parallel_size", "pipeline_stages", "batch_size_cap",
                     "max_tokens_in_batch", "chunk_size", "block_size", "max_request_tokens"):
             if getattr(self, key) < 1:
@@ -221,7 +240,13 @@ class ClusterSpec:
                 f"tp={self.tensor_parallel_size} pp={self.pipeline_stages}: {exc!r}"
             ) from exc
 
-    def _replica_scheduler_config(self):
+    def _replica_scheduler_config(self, prefix_block_tokens: int):
+        """`prefix_block_tokens`: the trace's tokens per prefix hash (read with prefix_caching only)."""
+        if self.replica_scheduler == "vllm" and self.prefix_caching:
+            return PrefixCachingVllmSchedulerConfig(
+                batch_size_cap=self.batch_size_cap, max_tokens_in_batch=self.max_tokens_in_batch,
+                prefix_block_tokens=prefix_block_tokens,
+            )
         if self.replica_scheduler == "vllm":
             return VllmSchedulerConfig(
                 batch_size_cap=self.batch_size_cap, max_tokens_in_batch=self.max_tokens_in_batch
@@ -290,6 +315,9 @@ class ClusterSpec:
                            f"env.max_tokens_in_batch={self.max_tokens_in_batch}"))
         capacity = self.kv_capacity_tokens()
         checks.append((total > capacity, f"request exceeds the replica's KV cache of {capacity} tokens"))
+        if self.prefix_caching and trace.prefix_block_tokens % self.block_size:
+            raise ScenarioError(f"prefix caching needs the trace's prefix_block_tokens={trace.prefix_block_tokens} "
+                                f"to be a multiple of env.block_size={self.block_size}")
         for bad, why in checks:
             if bad.any():
                 i = int(bad.argmax())
@@ -329,12 +357,13 @@ class ClusterSpec:
             replica_config=first.replica_config(),
             cache_config=first.cache_config(),
             global_scheduler_config=gs,
-            replica_scheduler_config=first._replica_scheduler_config(),
+            replica_scheduler_config=first._replica_scheduler_config(trace.prefix_block_tokens),
         )
         if self.replicas:  # per-group schedulers, predictors and KV caches (compat._global_scheduler_init_per_group)
             cluster_config.vp_groups = [
                 {"count": count, "replica_config": spec.replica_config(), "cache_config": spec.cache_config(),
-                 "scheduler_config": spec._replica_scheduler_config(), "predictor_config": spec._predictor_config()}
+                 "scheduler_config": spec._replica_scheduler_config(trace.prefix_block_tokens),
+                 "predictor_config": spec._predictor_config()}
                 for count, spec in self.groups()]
         return compat.QuietSimulationConfig(
             cluster_config=cluster_config,

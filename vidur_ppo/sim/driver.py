@@ -30,6 +30,7 @@ from vidur.types import ReplicaId
 
 from vidur_ppo.sim import compat, metrics
 from vidur_ppo.sim.cluster import ClusterSpec
+from vidur_ppo.sim.prefix_cache import PrefixCachingVLLMReplicaScheduler
 from vidur_ppo.sim.workload import Trace
 
 class ReplicaColumn(IntEnum):
@@ -43,9 +44,43 @@ class ReplicaColumn(IntEnum):
     oldest_wait = 5  # seconds the oldest waiting request has waited (0 if none)
     speed = 6  # the replica's share of the cluster's throughput relative to the mean (1 on identical replicas)
     kv_capacity = 7  # the replica's KV blocks relative to the mean (1 on identical replicas)
+    kv_tokens = 8  # tokens' worth of KV blocks allocated: kv_usage in absolute terms (Dynamo's router weighs blocks)
+    cached_prefix = 9  # tokens of the arriving request's prompt its prefix cache would serve now (0 without one)
+    cache_occupancy = 10  # fraction of KV blocks held by cached prefix blocks, referenced or not (0 without a cache)
 
 
 REPLICA_STATE_COLUMNS = tuple(c.name for c in ReplicaColumn)
+
+
+class RequestColumn(IntEnum):
+    """Columns of `request_vector`: what a router is told of the arriving request."""
+
+    prefill_tokens = 0  # prompt length
+    decode_tokens = 1  # output length as predicted (routing/length_predictor.py), or the true one
+    prefix_key = 2  # `prefix_key`: names the prompt's leading block, for consistent hashing (0: none)
+
+
+#: `prefix_key`s lie in [0, PREFIX_KEY_SPACE): integers a float32 holds exactly
+PREFIX_KEY_SPACE = 1 << 24
+
+
+def prefix_key(request: Request) -> int:
+    """A stable integer in [1, PREFIX_KEY_SPACE) naming the request's first full prompt block (and so the
+    whole prefix it starts: a system prompt, a session's first message), 0 when it has none. Equal keys
+    mean an equal leading block (distinct blocks collide with probability 2**-24)."""
+    hashes = getattr(request, "vp_prefix_hashes", None)  # a lookahead fork's sampled arrivals have none
+    return 1 + int(hashes[0]) % (PREFIX_KEY_SPACE - 1) if hashes else 0
+
+
+def request_vector(request: Optional[Request], predicted: Optional[np.ndarray] = None) -> np.ndarray:
+    """`RequestColumn`s of an arriving request (zeros for None); the output length as predicted
+    (`predicted[request id]`; None: the request's own, the true one outside a lookahead fork)."""
+    out = np.zeros(len(RequestColumn), dtype=np.float32)
+    if request is not None:
+        out[RequestColumn.prefill_tokens] = request.num_prefill_tokens
+        out[RequestColumn.decode_tokens] = request.num_decode_tokens if predicted is None else predicted[request.id]
+        out[RequestColumn.prefix_key] = prefix_key(request)
+    return out
 
 
 class SimulationError(RuntimeError):
@@ -79,6 +114,9 @@ class SimDriver:
         self.num_replicas = cluster.num_replicas
         self._replica_ids = [ReplicaId(i) for i in range(self.num_replicas)]
         self._replica_schedulers = [self.scheduler.get_replica_scheduler(r) for r in self._replica_ids]
+        # whether any replica has a prefix cache (ClusterSpec.prefix_caching, per group): summaries then
+        # report cache_hit_rate
+        self.prefix_caching = any(isinstance(rs, PrefixCachingVLLMReplicaScheduler) for rs in self._replica_schedulers)
         # requests by id (ids are 0..n-1 after the counter reset, in trace order)
         self.requests: List[Request] = sorted(
             (ev._request for _, ev in self.sim._event_queue), key=lambda r: r.id
@@ -156,7 +194,7 @@ class SimDriver:
         return metrics.summarize(
             self.per_request(), self.num_replicas,
             tbt_gaps=self.tbt_gaps if self.record_token_times else None,
-            busy_time=self.busy_time, slo_e2e=slo_e2e, **slos,
+            busy_time=self.busy_time, slo_e2e=slo_e2e, prefix_caching=self.prefix_caching, **slos,
         )
 
     def pop_completed(self) -> List[Request]:
@@ -192,15 +230,39 @@ class SimDriver:
 
     # --- what a policy sees ---------------------------------------------------------------
 
+    def cached_prefix_tokens(self, request: Request) -> np.ndarray:
+        """Per replica, the tokens of `request`'s prompt its prefix cache would serve now (0 without one)."""
+        return cached_prefix_tokens(self._replica_schedulers, request)
+
+    def prefix_cache_occupancy(self) -> np.ndarray:
+        """Per replica, the fraction of its KV blocks held by cached prefix blocks, referenced by running
+        requests or not (0 without a cache)."""
+        return prefix_cache_occupancy(self._replica_schedulers)
+
     def replica_state(self) -> np.ndarray:
         """[replicas x REPLICA_STATE_COLUMNS] at the current decision (raw units)."""
         return replica_state(self._replica_schedulers, self.requests, self.sim._time, self.scheduler.decisions,
-                             self.length_error, self.replica_speed)
+                             self.length_error, self.replica_speed, self.current_request)
+
+
+def cached_prefix_tokens(replica_schedulers: Sequence, request: Optional[Request]) -> np.ndarray:
+    """Per replica, the tokens of `request`'s prompt its prefix cache would serve now (0 without a cache
+    or a request)."""
+    return np.array([rs.cached_prefix_tokens(request) if request is not None
+                     and isinstance(rs, PrefixCachingVLLMReplicaScheduler) else 0 for rs in replica_schedulers],
+                    dtype=np.int64)
+
+
+def prefix_cache_occupancy(replica_schedulers: Sequence) -> np.ndarray:
+    """Per replica, the fraction of its KV blocks held by cached prefix blocks (0 without a cache)."""
+    return np.array([rs.prefix_cache.num_cached_blocks / rs._cache_config.num_blocks
+                     if isinstance(rs, PrefixCachingVLLMReplicaScheduler) else 0.0 for rs in replica_schedulers])
 
 
 def replica_state(replica_schedulers: Sequence, requests, now: float,
                   decisions: Sequence[Tuple[ReplicaId, Request]] = (),
-                  length_error: Optional[np.ndarray] = None, speed: Optional[np.ndarray] = None) -> np.ndarray:
+                  length_error: Optional[np.ndarray] = None, speed: Optional[np.ndarray] = None,
+                  request: Optional[Request] = None) -> np.ndarray:
     """What a global scheduler can see of each replica, from vidur's replica schedulers.
 
     `requests[id]` looks a request up by id (for those holding KV cache); `decisions` are the
@@ -208,7 +270,9 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
     (vidur's own LOR counts them the same way). `length_error[id]` (predicted - true output length)
     makes the decode tokens left what a router with a length predictor knows: predicted length
     minus tokens produced so far, at least 1 (routing/length_predictor.py); None: the true ones.
-    `speed` fills ReplicaColumn.speed (None: ones, identical replicas).
+    `speed` fills ReplicaColumn.speed (None: ones, identical replicas). `request` is the one being
+    routed, whose prompt ReplicaColumn.cached_prefix looks up (None: zeros); a same-instant decision's
+    prefix is not cached yet (blocks are cached once their prefill is done).
     """
     out = np.zeros((len(replica_schedulers), len(REPLICA_STATE_COLUMNS)), dtype=np.float64)
     for i, rs in enumerate(replica_schedulers):
@@ -234,10 +298,13 @@ def replica_state(replica_schedulers: Sequence, requests, now: float,
         row[ReplicaColumn.prefill_tokens_left] = pre
         row[ReplicaColumn.decode_tokens_left] = dec
         row[ReplicaColumn.kv_usage] = rs._num_allocated_blocks / rs._cache_config.num_blocks
+        row[ReplicaColumn.kv_tokens] = rs._num_allocated_blocks * rs._cache_config.block_size
         row[ReplicaColumn.oldest_wait] = oldest
     blocks = np.array([rs._cache_config.num_blocks for rs in replica_schedulers], dtype=np.float64)
     out[:, ReplicaColumn.kv_capacity] = blocks / blocks.mean()
     out[:, ReplicaColumn.speed] = 1.0 if speed is None else speed
+    out[:, ReplicaColumn.cached_prefix] = cached_prefix_tokens(replica_schedulers, request)
+    out[:, ReplicaColumn.cache_occupancy] = prefix_cache_occupancy(replica_schedulers)
     for rid, r in decisions:
         out[rid.id, ReplicaColumn.waiting] += 1
         out[rid.id, ReplicaColumn.prefill_tokens_left] += r.num_prefill_tokens

@@ -1,4 +1,4 @@
-"""Request length distributions of synthetic workloads (fixed, uniform, Zipf, lognormal, mixtures),
+"""Request length distributions of synthetic workloads (fixed, uniform, Zipf, geometric, lognormal, mixtures),
 each with a quantile function so prompt and output lengths can be correlated through a copula.
 Built from config mappings by `make_length_dist`; no vidur import."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -34,13 +35,23 @@ def _normal_cdf(z: np.ndarray) -> np.ndarray:
     return 0.5 * _erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64)
 
 
+def _inverse_cdf(lo: int, cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Lengths at probabilities u of a distribution given by its CDF table."""
+    idx = np.searchsorted(cdf, u, side="right")
+    return lo + np.minimum(idx, len(cdf) - 1).astype(np.int64)
+
+
+def mean_length(dist: "LengthDist") -> float:
+    """The exact mean of a length distribution, from its CDF table: lo + sum_k P(L > lo + k)."""
+    lo, cdf = dist.cdf_table()
+    return float(lo + np.sum(1.0 - cdf[:-1]))
+
+
 class _Quantile:
     """`from_normal` of a distribution given by its CDF table: the inverse CDF at Phi(z)."""
 
     def from_normal(self, z: np.ndarray) -> np.ndarray:
-        lo, cdf = self.cdf_table()
-        idx = np.searchsorted(cdf, _normal_cdf(z), side="right")
-        return lo + np.minimum(idx, len(cdf) - 1).astype(np.int64)
+        return _inverse_cdf(*self.cdf_table(), _normal_cdf(z))
 
 
 def _check_bounds(min: int, max: int) -> None:
@@ -104,12 +115,38 @@ class ZipfLength(_Quantile):
         _check_bounds(self.min, self.max)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        cdf = _zipf_cdf(float(self.theta), self.min, self.max)
-        idx = np.searchsorted(cdf, rng.random(n), side="right")
-        return self.min + np.minimum(idx, len(cdf) - 1).astype(np.int64)
+        return _inverse_cdf(*self.cdf_table(), rng.random(n))
 
     def cdf_table(self) -> tuple[int, np.ndarray]:
         return self.min, _zipf_cdf(float(self.theta), self.min, self.max)
+
+
+@functools.lru_cache(maxsize=64)
+def _geometric_cdf(p: float, n: int) -> np.ndarray:
+    cdf = np.cumsum((1.0 - p) ** np.arange(n, dtype=np.float64))
+    cdf /= cdf[-1]
+    cdf.setflags(write=False)
+    return cdf
+
+
+@dataclass(frozen=True)
+class GeometricLength(_Quantile):
+    """Truncated geometric: P(min + k) ∝ p (1 - p)^k for k = 0..max-min (a count that stops with
+    probability p at each step, e.g. the turns of a conversation; mean min + (1 - p) / p untruncated)."""
+    p: float
+    min: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.p <= 1.0:
+            raise ValueError(f"'p' must be in (0, 1], got {self.p}")
+        _check_bounds(self.min, self.max)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return _inverse_cdf(*self.cdf_table(), rng.random(n))
+
+    def cdf_table(self) -> tuple[int, np.ndarray]:
+        return self.min, _geometric_cdf(float(self.p), self.max - self.min + 1)
 
 
 @dataclass(frozen=True)
@@ -192,6 +229,7 @@ _LENGTH_KINDS: dict[str, tuple[type, dict[str, type]]] = {
     "fixed": (FixedLength, {"value": int}),
     "uniform": (UniformLength, {"min": int, "max": int}),
     "zipf": (ZipfLength, {"theta": float, "min": int, "max": int}),
+    "geometric": (GeometricLength, {"p": float, "min": int, "max": int}),
     "lognormal": (LognormalLength, {"median": float, "sigma": float, "min": int, "max": int}),
     "mixture": (MixtureLength, {"weights": list, "components": list}),
 }
@@ -219,6 +257,24 @@ def _mixture_args(spec: Mapping, where: str) -> dict:
         except ValueError as e:
             raise ValueError(f"{where}: 'components' [{i}]: {e}") from None
     return {"weights": tuple(_coerce("weights", w, float, where) for w in weights), "components": tuple(comps)}
+
+
+def length_dist_at(spec: Mapping, key: str, where: str) -> LengthDist:
+    """`make_length_dist` of a workload's length spec under `key`; its errors name the spec's key
+    ("synthetic workload: 'decode.median' must be > 0, got -1")."""
+    if not isinstance(spec, Mapping):
+        raise ValueError(f"{where}: '{key}' must be a length spec (a mapping with a 'kind'), got {spec!r}")
+    try:
+        return make_length_dist(spec)
+    except ValueError as e:
+        named = re.sub(r"'(\w+)'", f"'{key}.\\1'", str(e), count=1)
+        raise ValueError(f"{where}: {named if named != str(e) else f'{key}: {e}'}") from None
+
+
+def max_length(dist: LengthDist) -> int:
+    """The largest length a distribution draws."""
+    lo, cdf = dist.cdf_table()
+    return int(lo + len(cdf) - 1)
 
 
 def make_length_dist(spec: Mapping) -> LengthDist:

@@ -96,7 +96,8 @@ def per_request(
 
     ttft: arrival -> first output token (end of the first complete prefill);
     e2e: arrival -> last token; sched_delay: arrival -> first batch it ran in;
-    tbt_mean: mean gap between output tokens of that request. Token counts come from the
+    tbt_mean: mean gap between output tokens of that request; prefix_hit_tokens: prompt tokens a
+    replica's prefix cache served at its first admission (0 without one). Token counts come from the
     trace, since a preemption restart moves generated tokens into the request's prompt.
     """
     n = len(requests)
@@ -114,6 +115,7 @@ def per_request(
         "total_tokens": prefill + decode,
         "completed": np.fromiter((r._completed for r in requests), bool, n),
         "restarts": np.fromiter((r._num_restarts for r in requests), np.int64, n),
+        "prefix_hit_tokens": np.fromiter((r.vp_prefix_hit_tokens for r in requests), np.int64, n),
         "ttft": prefill_done - arrived,
         "e2e": completed - arrived,
         "sched_delay": np.fromiter((r._scheduling_delay for r in requests), float, n),
@@ -144,10 +146,12 @@ def summarize(
     slo_e2e: Optional[float] = None,
     slo_ttft: Optional[float] = DEFAULT_SLO_TTFT,
     slo_tpot: Optional[float] = DEFAULT_SLO_TPOT,
+    prefix_caching: bool = False,
 ) -> Dict[str, float]:
     """Episode summary: P50/P90/P99/mean of TTFT, TPOT, TBT, E2E, scheduling delay; throughput;
     load imbalance (std of per-replica utilisation and of request shares); TTFT/TPOT SLO attainment
-    and goodput (`slo_summary`; slo_ttft/slo_tpot default to DistServe's chatbot SLOs)."""
+    and goodput (`slo_summary`; slo_ttft/slo_tpot default to DistServe's chatbot SLOs); with
+    `prefix_caching`, cache_hit_rate: prompt tokens served by prefix caches / all prompt tokens."""
     done = req["completed"]
     s: Dict[str, float] = {"num_requests": int(done.size), "num_completed": int(done.sum())}
     s.update(_stats(req["ttft"][done], "ttft"))
@@ -165,6 +169,8 @@ def summarize(
     s["throughput_rps"] = float(done.sum()) / makespan
     s["throughput_tps"] = float(req["total_tokens"][done].sum()) / makespan
     s["restarts"] = int(req["restarts"].sum())
+    if prefix_caching:
+        s["cache_hit_rate"] = float(req["prefix_hit_tokens"].sum()) / max(int(req["num_prefill_tokens"].sum()), 1)
     replica = np.asarray(req["replica"])
     if (replica >= 0).all():
         share = np.bincount(replica, minlength=num_replicas) / max(len(replica), 1)

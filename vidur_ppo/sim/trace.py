@@ -3,7 +3,9 @@
 Replay options apply in this order: time_window, subsample, drop over-long requests, a window of
 max_requests rows (its start picked by the seed, or the first rows), clip over-long requests,
 then arrival times (the trace's, rescaled to qps if given, or generated at qps for a length-only
-trace). Token lengths are never rescaled. Reading the CSV lives in `trace_csv`.
+trace). Token lengths are never rescaled. A file's prefix hashes (a session CSV, a Mooncake JSONL) stay
+with their requests through every step; a clipped prompt keeps the hashes of its whole blocks. Reading
+the files (CSV, session CSV, JSONL) lives in `trace_csv`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from vidur_ppo.sim.trace_csv import MAX_LENGTH, TRACE_COLUMNS, TraceError, check_path, read_trace_file
+from vidur_ppo.sim.prefix_hash import PREFIX_BLOCK_TOKENS
+from vidur_ppo.sim.trace_csv import (FORMATS, MAX_LENGTH, TRACE_COLUMNS, TraceError, check_path, file_format,
+                                     read_trace_file)
 
 __all__ = ["Trace", "TraceError", "TraceWorkload", "load_trace", "renewal_arrivals", "coerce_number",
-           "TRACE_COLUMNS", "ARRIVALS", "WINDOWS", "OVERLONG"]
+           "TRACE_COLUMNS", "ARRIVALS", "WINDOWS", "OVERLONG", "FORMATS"]
 
 ARRIVALS = ("trace", "poisson", "gamma")  # "trace": the file's arrived_at column
 WINDOWS = ("seed", "first")  # where a max_requests window starts: picked by the seed, or row 0
@@ -35,6 +39,10 @@ class Trace:
 
     Arrays are copied and made read-only; ``==`` is identity (compare arrays explicitly).
     ``num_clipped``/``num_dropped`` count over-long requests a replay clipped or dropped.
+    ``prefix_hashes`` (optional, for prefix caching): per request, the hashes of its prompt's blocks of
+    ``prefix_block_tokens`` tokens, in order, each naming the whole prefix up to its block's end (equal
+    hashes mean a reusable prefix, as vLLM's block hashes and the Mooncake trace's ``hash_ids``); at most
+    ceil(prompt / prefix_block_tokens) of them (a trailing partial block may be hashed, it is never reused).
     """
 
     arrived_at: np.ndarray
@@ -42,6 +50,8 @@ class Trace:
     num_decode_tokens: np.ndarray
     num_clipped: int = 0
     num_dropped: int = 0
+    prefix_hashes: Optional[tuple] = None
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS
 
     def __post_init__(self) -> None:
         t = np.array(self.arrived_at, dtype=np.float64)
@@ -65,6 +75,32 @@ class Trace:
         for name, a in (("arrived_at", t), ("num_prefill_tokens", p), ("num_decode_tokens", d)):
             a.setflags(write=False)
             object.__setattr__(self, name, a)
+        if self.prefix_hashes is not None:
+            object.__setattr__(self, "prefix_hashes", self._checked_hashes(p))
+
+    def _checked_hashes(self, p: np.ndarray) -> tuple:
+        g = self.prefix_block_tokens
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1:
+            raise ValueError(f"Trace prefix_block_tokens must be a positive integer, got {g!r}")
+        if len(self.prefix_hashes) != len(p):
+            raise ValueError(f"Trace prefix_hashes has {len(self.prefix_hashes)} entries for {len(p)} requests")
+        out = []
+        for i, h in enumerate(self.prefix_hashes):
+            a = np.array(h, dtype=np.int64).reshape(-1)
+            if len(a) > -(-int(p[i]) // g):
+                raise ValueError(f"Trace prefix_hashes[{i}] has {len(a)} blocks of {g} tokens for a "
+                                 f"{int(p[i])}-token prompt")
+            a.setflags(write=False)
+            out.append(a)
+        return tuple(out)
+
+    def rows(self, index: np.ndarray, arrived_at: Optional[np.ndarray] = None) -> "Trace":
+        """The requests at `index` (in that order), their prefix hashes kept; new arrival times if given."""
+        index = np.asarray(index, dtype=np.int64)
+        hashes = None if self.prefix_hashes is None else tuple(self.prefix_hashes[i] for i in index)
+        t = self.arrived_at[index] if arrived_at is None else arrived_at
+        return Trace(t, self.num_prefill_tokens[index], self.num_decode_tokens[index],
+                     prefix_hashes=hashes, prefix_block_tokens=self.prefix_block_tokens)
 
     def __len__(self) -> int:
         return len(self.arrived_at)
@@ -94,6 +130,19 @@ class Trace:
             return float("nan")
         return (len(self) - 1) / self.duration if self.duration > 0 else float("inf")
 
+    def prefix_reuse(self) -> float:
+        """Share of prompt tokens in whole blocks whose prefix an earlier request (in arrival order) already
+        had: what a prefix cache that never evicts could skip; nan without prefix hashes."""
+        if self.prefix_hashes is None:
+            return float("nan")
+        g, seen, reused = self.prefix_block_tokens, set(), 0
+        for p, hashes in zip(self.num_prefill_tokens, self.prefix_hashes):
+            keys = hashes.tolist()
+            run = next((j for j, h in enumerate(keys) if h not in seen), len(keys))
+            reused += min(run, int(p) // g) * g
+            seen.update(keys)
+        return reused / float(self.num_prefill_tokens.sum())
+
     def to_csv(self, path: str | os.PathLike) -> None:
         pd.DataFrame({c: getattr(self, c) for c in TRACE_COLUMNS}).to_csv(path, index=False)
 
@@ -104,6 +153,8 @@ class Trace:
         for name, a in (("prefill", self.num_prefill_tokens), ("decode", self.num_decode_tokens)):
             out.update({f"{name}_mean": float(a.mean()), f"{name}_p50": float(np.median(a)),
                         f"{name}_p99": float(np.percentile(a, 99)), f"{name}_max": int(a.max())})
+        if self.prefix_hashes is not None:
+            out["prefix_reuse"] = self.prefix_reuse()
         return out
 
 
@@ -145,7 +196,8 @@ def _require(ok: bool, key: str, what: str, value: Any) -> None:
 
 @dataclass
 class TraceWorkload:
-    """A CSV trace plus replay options (the module docstring gives their order).
+    """A trace file (CSV, session CSV or Mooncake JSONL, `format`) plus replay options (the module
+    docstring gives their order).
 
     The seed picks the subsample, the window's start (window="seed" and max_requests smaller than
     what is left) and generated arrivals. window="first" without subsample replays the same
@@ -161,9 +213,12 @@ class TraceWorkload:
     cv: float = 1.0  # of gamma inter-arrival gaps
     overlong: str = "error"
     max_total_tokens: Optional[int] = None  # prefill + decode limit for `overlong`
+    format: str = "auto"  # csv (a session_id column: a session trace) | jsonl (Mooncake) | auto: by suffix
 
     def __post_init__(self) -> None:
         self.path = os.fspath(self.path)
+        file_format(self.path, self.format)
+        self.format = str(self.format)
         check_path(self.path)
         for key, typ in (("qps", float), ("subsample", float), ("max_requests", int), ("max_total_tokens", int)):
             if getattr(self, key) is not None:
@@ -178,6 +233,7 @@ class TraceWorkload:
         _require(self.cv > 0, "cv", "must be > 0", self.cv)
         for key, choices in (("window", WINDOWS), ("arrival", ARRIVALS), ("overlong", OVERLONG)):
             _require(getattr(self, key) in choices, key, f"must be one of {list(choices)}", getattr(self, key))
+            setattr(self, key, str(getattr(self, key)))  # a config's enum member: its name, in messages too
         _require(self.arrival == "trace" or self.qps is not None, "qps",
                  f"is needed to generate arrivals (arrival={self.arrival})", self.qps)
         if self.time_window is not None:
@@ -194,25 +250,33 @@ class TraceWorkload:
         return replace(self, max_total_tokens=int(limit) if own is None else min(own, int(limit)))
 
     def generate(self, seed: int = 0) -> Trace:
-        f = read_trace_file(self.path)
-        t, p, d = f.arrived_at, f.num_prefill_tokens, f.num_decode_tokens
-        if t is None and (self.arrival == "trace" or self.time_window is not None):
+        f = read_trace_file(self.path, self.format)
+        # the columns a replay selects rows of; "row" (file row numbers) only to pick prefix hashes
+        cols = {"t": f.arrived_at, "p": f.num_prefill_tokens, "d": f.num_decode_tokens,
+                "row": None if f.prefix_hashes is None else np.arange(len(f.num_prefill_tokens))}
+        if cols["t"] is None and (self.arrival == "trace" or self.time_window is not None):
             raise TraceError(f"{self.path}: no 'arrived_at' column; a length-only trace needs 'arrival' "
                              f"poisson or gamma (with 'qps') and no 'time_window'")
         if self.time_window is not None:
-            lo, hi = np.searchsorted(t, self.time_window, side="left")
-            t, p, d = t[lo:hi] - self.time_window[0], p[lo:hi], d[lo:hi]
+            lo, hi = np.searchsorted(cols["t"], self.time_window, side="left")
+            cols = _take(cols, slice(lo, hi))
+            cols["t"] = cols["t"] - self.time_window[0]
         if self.subsample is not None:
-            keep = np.random.default_rng(seed).random(len(p)) < self.subsample
-            t, p, d = (None if t is None else t[keep]), p[keep], d[keep]
-        t, p, d, dropped = self._window(t, p, d, seed)
-        p, d, clipped = self._fit_tokens(p, d)
-        return Trace(self._arrivals(t, len(p), seed), p, d, num_clipped=clipped, num_dropped=dropped)
+            cols = _take(cols, np.random.default_rng(seed).random(len(cols["p"])) < self.subsample)
+        cols, dropped = self._window(cols, seed)
+        p, d, clipped = self._fit_tokens(cols["p"], cols["d"])
+        hashes = None
+        if f.prefix_hashes is not None:  # a clipped prompt keeps its whole blocks' hashes
+            g = f.prefix_block_tokens
+            hashes = tuple(f.prefix_hashes[r] if n == p0 else f.prefix_hashes[r][: n // g]
+                           for r, n, p0 in zip(cols["row"].tolist(), p.tolist(), cols["p"].tolist()))
+        return Trace(self._arrivals(cols["t"], len(p), seed), p, d, num_clipped=clipped, num_dropped=dropped,
+                     prefix_hashes=hashes, prefix_block_tokens=f.prefix_block_tokens)
 
     def every_request(self) -> Trace:
         """Every row a replay of any seed could hold (the time window's, not subsampled, none
         dropped or clipped), arrivals at 0: what a whole-file check reads (row i is file row i + 1)."""
-        f = read_trace_file(self.path)
+        f = read_trace_file(self.path, self.format)
         p, d = f.num_prefill_tokens, f.num_decode_tokens
         if self.time_window is not None and f.arrived_at is not None:
             lo, hi = np.searchsorted(f.arrived_at, self.time_window, side="left")
@@ -227,9 +291,10 @@ class TraceWorkload:
                              "(the cluster's per-request token limit)")
         return self.max_total_tokens
 
-    def _window(self, t, p, d, seed: int):
+    def _window(self, cols: dict, seed: int):
         """max_requests rows of those left after dropping over-long ones. A window after row 0 has
         its times shifted so that the previous row arrived at 0 (its first gap is kept)."""
+        p, d, t = cols["p"], cols["d"], cols["t"]
         bad = np.flatnonzero(p > self._token_limit() - d) if self.overlong == "drop" else np.empty(0, np.int64)
         n_left = len(p) - len(bad)
         if n_left == 0:
@@ -244,10 +309,10 @@ class TraceWorkload:
         last = first + size - 1
         hi = last + int(np.searchsorted(kept_before_bad, last, side="right")) + 1
         inner = bad[(bad >= lo) & (bad < hi)] - lo
-        p, d = np.delete(p[lo:hi], inner), np.delete(d[lo:hi], inner)
+        out = {k: None if v is None else np.delete(v[lo:hi], inner) for k, v in cols.items()}
         if t is not None:
-            t = np.delete(t[lo:hi], inner) - (t[lo - 1] if lo > 0 else 0.0)
-        return t, p, d, len(inner)
+            out["t"] = out["t"] - (t[lo - 1] if lo > 0 else 0.0)
+        return out, len(inner)
 
     def _fit_tokens(self, p: np.ndarray, d: np.ndarray):
         """Requests over the token limit: "error" names the first; "clip" trims the prompt as vidur's
@@ -275,7 +340,12 @@ class TraceWorkload:
         return t * ((n - 1) / (t[-1] - t[0]) / self.qps)
 
 
+def _take(cols: dict, sel) -> dict:
+    """The rows `sel` (a slice or mask) of every column present."""
+    return {k: None if v is None else v[sel] for k, v in cols.items()}
+
+
 def load_trace(path: str | os.PathLike, *, seed: int = 0, window: str = "first", **options: Any) -> Trace:
-    """Replay a CSV trace once with `TraceWorkload`'s options (here a max_requests window is the
+    """Replay a trace file once with `TraceWorkload`'s options (here a max_requests window is the
     first rows unless window="seed")."""
     return TraceWorkload(path, window=window, **options).generate(seed)

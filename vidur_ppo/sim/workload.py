@@ -12,30 +12,32 @@ Why this exists instead of vidur's own generators (vidur 0.0.26):
 Here arrivals and lengths are generated with numpy from an explicit seed, and
 user traces are replayed as written (any rescaling is an explicit option).
 This module holds the synthetic generator and `make_workload`; trace replay lives in
-`vidur_ppo.sim.trace` (re-exported here). Neither imports vidur; a separate driver
+`vidur_ppo.sim.trace`, the prefix-sharing families in `vidur_ppo.sim.prefix_workload` (both re-exported
+here). None imports vidur; a separate driver
 turns a :class:`Trace` into vidur requests.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Optional, Union
 
 import numpy as np
 
-from vidur_ppo.sim.lengths import (FixedLength, LengthDist, LognormalLength, MixtureLength, UniformLength, ZipfLength,
-                                   check_keys, make_length_dist)
+from vidur_ppo.sim.lengths import (FixedLength, GeometricLength, LengthDist, LognormalLength, MixtureLength,
+                                   UniformLength, ZipfLength, check_keys, length_dist_at, make_length_dist)
+from vidur_ppo.sim.prefix_workload import (PREFIX_WORKLOADS, MultiTurnWorkload, PrefixRequests, RagWorkload,
+                                           SystemPromptWorkload)
 from vidur_ppo.sim.trace import TRACE_COLUMNS, Trace, TraceError, TraceWorkload, load_trace, renewal_arrivals
 from vidur_ppo.sim.trace import coerce_number as _coerce
 
 __all__ = [
-    "Trace", "TraceError", "LengthDist", "FixedLength", "UniformLength", "ZipfLength",
+    "Trace", "TraceError", "LengthDist", "FixedLength", "UniformLength", "ZipfLength", "GeometricLength",
     "LognormalLength", "MixtureLength", "make_length_dist", "SyntheticWorkload", "TraceWorkload",
     "load_trace", "make_workload", "mmpp_arrivals", "diurnal_arrivals", "SYNTHETIC_ARRIVALS",
-    "TRACE_COLUMNS",
+    "TRACE_COLUMNS", "MultiTurnWorkload", "SystemPromptWorkload", "RagWorkload", "PrefixRequests", "PREFIX_WORKLOADS",
 ]
 
 # ------------------------------------------------------------------- synthetic
@@ -169,12 +171,7 @@ class SyntheticWorkload:
                              f"weights, got {self.prefill.get('kind')!r} / {self.decode.get('kind')!r}")
 
     def _length_dist(self, key: str, where: str):
-        """`make_length_dist` of the prefill or decode spec; its errors name the spec's key ('decode.median')."""
-        try:
-            return make_length_dist(getattr(self, key))
-        except ValueError as e:
-            named = re.sub(r"'(\w+)'", f"'{key}.\\1'", str(e), count=1)
-            raise ValueError(f"{where}: {named if named != str(e) else f'{key}: {e}'}") from None
+        return length_dist_at(getattr(self, key), key, where)
 
     def _check_arrival_keys(self, w: str) -> None:
         for arrival, keys in _ARRIVAL_KEYS.items():
@@ -235,23 +232,40 @@ class SyntheticWorkload:
         return Trace(self.start_time + self.arrivals(r_arr, n, qps), prefill, decode)
 
 
-Workload = Union[SyntheticWorkload, TraceWorkload]
+Workload = Union[SyntheticWorkload, TraceWorkload, MultiTurnWorkload, SystemPromptWorkload, RagWorkload]
+
+
+def _keys(cls: type) -> list:
+    return [f.name for f in fields(cls)]
+
+
+def _required(cls: type) -> list:
+    return [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+
+
 _WORKLOAD_KEYS = {
-    "synthetic": (SyntheticWorkload, [f.name for f in fields(SyntheticWorkload)],
-                  ["num_requests", "qps", "prefill", "decode"]),
-    "trace": (TraceWorkload, [f.name for f in fields(TraceWorkload)], ["path"]),
+    "synthetic": (SyntheticWorkload, _keys(SyntheticWorkload), ["num_requests", "qps", "prefill", "decode"]),
+    "trace": (TraceWorkload, _keys(TraceWorkload), ["path"]),
+    **{kind: (cls, _keys(cls), _required(cls)) for kind, cls in PREFIX_WORKLOADS.items()},
 }
 
 
 def _other_kinds_hint(kind: str, extra: list) -> str:
-    """Names the kind an unknown key belongs to (a synthetic spec merged onto a trace one)."""
-    parts = [f"{', '.join(repr(k) for k in extra if k in keys)} only apply to kind={other}"
-             for other, (_, keys, _) in _WORKLOAD_KEYS.items() if other != kind and any(k in keys for k in extra)]
+    """Names the kinds unknown keys belong to (a synthetic spec merged onto a trace one): each key under the
+    first kind, in _WORKLOAD_KEYS order, that has the most of them."""
+    parts, left = [], [k for k in extra if any(k in keys for other, (_, keys, _) in _WORKLOAD_KEYS.items()
+                                                 if other != kind)]
+    while left:
+        other, keys = max(((o, [k for k in left if k in ks]) for o, (_, ks, _) in _WORKLOAD_KEYS.items()
+                           if o != kind), key=lambda item: len(item[1]))
+        parts.append(f"{', '.join(repr(k) for k in keys)} only apply to kind={other}")
+        left = [k for k in left if k not in keys]
     return f" ({'; '.join(parts)})" if parts else ""
 
 
 def make_workload(spec: Mapping) -> Workload:
-    """Build a workload from a config dict with ``kind: synthetic | trace``."""
+    """Build a workload from a config dict with ``kind``: synthetic, trace, or a prefix family
+    (multi_turn, system_prompt, rag: `vidur_ppo.sim.prefix_workload`)."""
     if not isinstance(spec, Mapping):
         raise ValueError(f"workload spec must be a mapping, got {type(spec).__name__}")
     kind = spec.get("kind")

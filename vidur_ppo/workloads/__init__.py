@@ -14,11 +14,14 @@ from typing import Any, Dict, Mapping, Union
 
 from vidur_ppo.sim import workload as sim_workload
 from vidur_ppo.workloads.specs import (  # noqa: F401 (re-exported: the package's public names)
-    BASE_WORKLOADS, CHAT_DECODE, CHAT_PREFILL, LENGTHS_CONF, LIGHT_QPS, SLO_KEYS, Arrival, Overlong, SyntheticWorkloadConfig,
-    TraceArrival, TraceWindow, TraceWorkloadConfig, check_load, length_shapes, make_sim_workload, workload_spec)
+    BASE_WORKLOADS, CHAT_DECODE, CHAT_PREFILL, LENGTHS_CONF, LIGHT_QPS, PREFIX_CONFIGS, SLO_KEYS, Arrival,
+    MultiTurnWorkloadConfig, Overlong, PrefixWorkloadConfig, RagWorkloadConfig, SyntheticWorkloadConfig,
+    SystemPromptWorkloadConfig, TraceArrival, TraceFormat, TraceWindow, TraceWorkloadConfig, check_load, length_shapes,
+    make_sim_workload, workload_spec)
 from vidur_ppo.workloads.zoo import ZooWorkloadConfig, make_zoo
 
-WorkloadConfig = Union[SyntheticWorkloadConfig, TraceWorkloadConfig, ZooWorkloadConfig]
+WorkloadConfig = Union[SyntheticWorkloadConfig, TraceWorkloadConfig, MultiTurnWorkloadConfig,
+                       SystemPromptWorkloadConfig, RagWorkloadConfig, ZooWorkloadConfig]
 WORKLOADS = {**BASE_WORKLOADS, "zoo": ZooWorkloadConfig}
 
 

@@ -1,6 +1,7 @@
-"""The two workload kinds the simulator generates itself, synthetic arrivals and trace replay: their
-configs (the `workload` config group's schemas), the plain mappings the simulator reads, and the
-simulator's checks written once. The zoo (`zoo.py`) draws from these; `vidur_ppo.workloads` gathers all three."""
+"""The workload kinds the simulator generates itself, synthetic arrivals, trace replay and the
+prefix-sharing families (multi_turn, system_prompt, rag): their configs (the `workload` config group's
+schemas), the plain mappings the simulator reads, and the simulator's checks written once. The zoo
+(`zoo.py`) draws from these; `vidur_ppo.workloads` gathers them all."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from omegaconf import MISSING
 from vidur_ppo import CONF_DIR
 from vidur_ppo.checks import ConfigError, StrEnum, choice
 from vidur_ppo.sim import workload as sim_workload
+from vidur_ppo.sim.prefix_hash import PREFIX_BLOCK_TOKENS
 
 #: conf/lengths/<name>.yaml: length shapes shared by several workload options (`- /lengths/<name>@_here_`)
 LENGTHS_CONF = CONF_DIR / "lengths"
@@ -113,9 +115,16 @@ class Overlong(StrEnum):
     drop = "drop"  # leave it out
 
 
+class TraceFormat(StrEnum):
+    auto = "auto"  # jsonl for a .jsonl file, else csv
+    csv = "csv"  # arrived_at,num_prefill_tokens,num_decode_tokens; with session_id: a session trace
+    jsonl = "jsonl"  # the Mooncake trace format (timestamp ms, input_length, output_length, hash_ids)
+
+
 @dataclass
 class TraceWorkloadConfig:
-    """Replay of a CSV trace (`sim/trace.py`); the simulator checks every value."""
+    """Replay of a trace file (CSV, session CSV or Mooncake JSONL: `sim/trace.py`); the simulator checks
+    every value."""
 
     kind: str = "trace"
     path: str = MISSING
@@ -128,6 +137,7 @@ class TraceWorkloadConfig:
     cv: float = 1.0  # arrival=gamma: coefficient of variation of the gaps
     overlong: Overlong = Overlong.error
     max_total_tokens: Optional[int] = None  # prefill + decode limit for `overlong` (default: the cluster's)
+    format: TraceFormat = TraceFormat.auto  # the file's format (sim/trace_csv.py)
     # rho: arrivals rescaled to load x the cluster's saturation throughput for this trace's own lengths
     # (routing/capacity.py); resolves to `qps` in build.env_spec, so set one of the two
     load: Optional[float] = None
@@ -137,14 +147,79 @@ class TraceWorkloadConfig:
 
     def __post_init__(self) -> None:
         check_slos(self)
-        for key, enum in (("window", TraceWindow), ("arrival", TraceArrival), ("overlong", Overlong)):
+        for key, enum in (("window", TraceWindow), ("arrival", TraceArrival), ("overlong", Overlong),
+                          ("format", TraceFormat)):
             choice(self, "workload", key, enum)
         if self.load is not None:
             check_load(workload_spec(self))
 
 
+@dataclass
+class PrefixWorkloadConfig:
+    """What the prefix-sharing families share (`sim/prefix_workload.py` checks every value): requests
+    whose prompts share prefixes, with the block hashes a prefix cache reads; `qps` the mean request rate.
+    Length specs are the families' conf/workload files' (None here: a spec must be given)."""
+
+    kind: str = MISSING
+    num_requests: int = 1000
+    qps: float = 10.0
+    decode: Optional[Dict[str, Any]] = None  # output tokens
+    max_total_tokens: int = 4096  # prompt + output of every request (the default cluster's limit)
+    prefix_block_tokens: int = PREFIX_BLOCK_TOKENS  # tokens per hashed block
+    load: Optional[float] = None  # rho: qps = rho x the cluster's saturation for this family (routing/capacity.py)
+    slo_ttft: Optional[float] = None
+    slo_tpot: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        check_slos(self)
+        spec = workload_spec(self)
+        if spec.get("load") is not None:
+            check_load(spec)
+            spec.pop("load")
+        make_sim_workload(spec)  # the simulator's checks, once
+
+
+@dataclass
+class MultiTurnWorkloadConfig(PrefixWorkloadConfig):
+    """Chat sessions: turn k's prompt is the session's history + a new user message."""
+
+    kind: str = "multi_turn"
+    turns: Optional[Dict[str, Any]] = None  # turns per session (a length spec)
+    user: Optional[Dict[str, Any]] = None  # new user tokens per turn
+    think_time: float = 30.0  # mean seconds (exponential) between an answer and the next turn
+    answer_tpot: float = 0.1  # seconds per output token an answer takes to stream before the think time
+
+
+@dataclass
+class SystemPromptWorkloadConfig(PrefixWorkloadConfig):
+    """Tenants' system prompts + few-shot templates (Zipf-popular) + a unique query."""
+
+    kind: str = "system_prompt"
+    tenants: int = 8
+    templates_per_tenant: int = 4
+    template_zipf: float = 1.0  # theta of template popularity (0: uniform)
+    system: Optional[Dict[str, Any]] = None  # system prompt tokens per tenant
+    examples: Optional[Dict[str, Any]] = None  # few-shot tokens per template
+    query: Optional[Dict[str, Any]] = None  # unique tokens per request
+
+
+@dataclass
+class RagWorkloadConfig(PrefixWorkloadConfig):
+    """A shared instruction + Zipf-popular documents of a corpus + a unique question."""
+
+    kind: str = "rag"
+    instruction_tokens: int = 128
+    documents: int = 1000  # corpus size
+    docs_per_request: int = 2  # distinct documents per prompt, in retrieval order
+    doc_zipf: float = 1.0  # theta of document popularity (0: uniform)
+    document: Optional[Dict[str, Any]] = None  # tokens per document
+    question: Optional[Dict[str, Any]] = None  # unique tokens per request
+
+
+#: the prefix-sharing families, by kind
+PREFIX_CONFIGS = {c.kind: c for c in (MultiTurnWorkloadConfig, SystemPromptWorkloadConfig, RagWorkloadConfig)}
 #: the kinds built here (the zoo, a mixture of families, is added by vidur_ppo.workloads)
-BASE_WORKLOADS = {"synthetic": SyntheticWorkloadConfig, "trace": TraceWorkloadConfig}
+BASE_WORKLOADS = {"synthetic": SyntheticWorkloadConfig, "trace": TraceWorkloadConfig, **PREFIX_CONFIGS}
 
 
 def workload_spec(spec: Any) -> Dict[str, Any]:

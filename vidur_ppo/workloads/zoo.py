@@ -35,7 +35,8 @@ class ZooWorkloadConfig:
         bad = [f for f in self.families if f not in family_names()]
         check(not bad, "workload.families", f"must name files of conf/workload ({', '.join(family_names())})", bad)
         traces = [f for f in self.families if family_spec(f).get("kind") != "synthetic"]
-        check(not traces, "workload.families", "must be synthetic families (a trace has its own rate)", traces)
+        check(not traces, "workload.families", "must be synthetic families (a trace has its own rate; the prefix "
+              "families' capacity is not measured yet)", traces)
         check(0 < self.load_min <= self.load_max <= 2, "workload.load_min",
               "must satisfy 0 < load_min <= load_max <= 2", [self.load_min, self.load_max])
         positive(self, "workload", "num_requests")
