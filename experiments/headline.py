@@ -170,10 +170,14 @@ def decision_ms(run_dir: str, spec, seed: int) -> float:
     return 1000 * sum(seconds) / len(seconds)
 
 
+SEARCH_COLUMNS = ["scenario", "split", "seed", "best", "best_attainment", "search_attainment"]
+
+
 def slo_headroom(policies: dict, guard, cap: pd.DataFrame, out_dir: Path, seeds: int, requests: int, budget: int,
                  fresh: bool) -> pd.DataFrame:
     """Step 4: per held-out scenario at its best heuristic's test capacity, the offline search's attainment and
-    the routers' on the same traces (per seed); cached in out_dir/headroom_slo.csv."""
+    the routers' on the same traces (per seed); cached in out_dir/headroom_slo.csv. The search depends on the
+    heuristics only, so a router the cache lacks runs alone and is added to the stored search."""
     from tqdm.auto import tqdm
 
     from headroom import at_capacity, base_config, best_capacities, search_jobs
@@ -182,8 +186,9 @@ def slo_headroom(policies: dict, guard, cap: pd.DataFrame, out_dir: Path, seeds:
     from vidur_ppo.routing.guard import training_stats
 
     path = out_dir / "headroom_slo.csv"
-    if path.exists() and not fresh:
-        return pd.read_csv(path)
+    stored = pd.read_csv(path) if path.exists() and not fresh else None
+    if stored is not None and all(n in stored.columns for p in policies for n in (p, f"{p}{GUARDED}")):
+        return stored
     ev = eval_config("generalisation", [*GRID, "eval.grid.loads=[0.95]", f"eval.seeds={seeds}",
                                         f"eval.num_requests={requests}"])
     scenarios = [sc for sc in ev.all_scenarios() if sc.get("split") in HELD_OUT]
@@ -191,7 +196,7 @@ def slo_headroom(policies: dict, guard, cap: pd.DataFrame, out_dir: Path, seeds:
     cap.to_csv(cap_path, index=False)
     scenarios = at_capacity(scenarios, best_capacities([cap_path]))
     first = next(iter(policies.values()))
-    jobs = search_jobs(base_config(Path(first)), scenarios, ev, budget, "slo")
+    jobs = [] if stored is not None else search_jobs(base_config(Path(first)), scenarios, ev, budget, "slo")
     stats = {d: training_stats(d) for d in policies.values()}
     rjobs = [(policies, sc, seed, [], False, requests, True, (guard, stats)) for sc in scenarios for seed in ev.seed_list()]
     bar = tqdm(total=len(jobs) + len(rjobs), desc="SLO headroom")
@@ -199,17 +204,19 @@ def slo_headroom(policies: dict, guard, cap: pd.DataFrame, out_dir: Path, seeds:
     routed = [r for res in run_jobs(rjobs, ev.workers, bar.update) for r in res["rows"]]
     bar.close()
     mine = pd.DataFrame(routed).pivot_table(index=["scenario", "seed"], columns="scheduler", values="slo_attainment")
-    split = {sc["name"]: sc["split"] for sc in scenarios}
-    heur = [c for c in search.columns if c not in ("scenario", "seed", "key", "best_heuristic", "search_start",
-                                                   "search_best", "evaluations")]
-    rows = []
-    for sc, g in search.groupby("scenario", sort=False):
-        best_h = g[heur].mean().idxmax()
-        for _, r in g.iterrows():
-            rows.append({"scenario": sc, "split": split[sc], "seed": int(r["seed"]), "best": best_h,
-                         "best_attainment": r[best_h], "search_attainment": r["search_best"],
-                         **{n: mine.loc[(sc, int(r["seed"])), n] for n in mine.columns}})
-    df = pd.DataFrame(rows)
+    if stored is not None:
+        base = stored[SEARCH_COLUMNS]
+    else:
+        split = {sc["name"]: sc["split"] for sc in scenarios}
+        heur = [c for c in search.columns if c not in ("scenario", "seed", "key", "best_heuristic", "search_start",
+                                                       "search_best", "evaluations")]
+        rows = []
+        for sc, g in search.groupby("scenario", sort=False):
+            best_h = g[heur].mean().idxmax()
+            rows += [{"scenario": sc, "split": split[sc], "seed": int(r["seed"]), "best": best_h,
+                      "best_attainment": r[best_h], "search_attainment": r["search_best"]} for _, r in g.iterrows()]
+        base = pd.DataFrame(rows)
+    df = base.join(mine, on=["scenario", "seed"])
     df.to_csv(path, index=False)
     return df
 
@@ -274,7 +281,7 @@ def main() -> None:
     choice = json.loads(choice_file.read_text())
     chosen, apriori = choice["candidate"], choice["apriori"]
     trained = {s: train(chosen, s, args.runs) for s in args.train_seeds}
-    policies = {f"ppo_s{s}": str(d) for s, (d, _) in trained.items()}
+    policies = {f"{chosen}_s{s}": str(d) for s, (d, _) in trained.items()}
     first = next(iter(policies))
     router = first + (GUARDED if choice["guarded"] else "")
     other = first if choice["guarded"] else first + GUARDED

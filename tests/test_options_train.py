@@ -23,6 +23,7 @@ CASES = [
                                           "ppo.kl_adapt_lr=true"],
     ["experiment=headline", "bc.enabled=true"], ["experiment=headline", "reward.credit=decision"],
     ["reward.credit=decision", "ppo.vector_mode=policy_workers"], ["experiment=slo_reward"],
+    ["workload=system_prompt", "env.prefix_caching=true", "features=prefix"],  # experiment=prefix_router's parts
 ]
 
 

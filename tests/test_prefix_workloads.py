@@ -254,9 +254,15 @@ def test_every_replay_option_keeps_a_requests_hashes(tmp_path):
 def test_bad_jsonl_lines_are_one_line_naming_line_and_key(tmp_path, line, pattern):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(MOONCAKE[0]) + "\n" + line + "\n")
+    assert str(path) in one_line_error(path, pattern)
+
+
+def one_line_error(path, pattern: str, **replay) -> str:
+    """The TraceError replaying `path` raises: it matches `pattern` and is one line."""
     with pytest.raises(TraceError, match=pattern) as ei:
-        load_trace(path)
-    assert "\n" not in str(ei.value) and str(path) in str(ei.value)
+        load_trace(path, **replay)
+    assert "\n" not in str(ei.value)
+    return str(ei.value)
 
 
 def test_unsorted_times_and_bad_format_name_the_key(tmp_path):
@@ -305,9 +311,7 @@ def test_a_session_csv_turn_is_its_sessions_history_plus_new_tokens(tmp_path):
 def test_bad_session_csv_is_one_line_naming_the_column(tmp_path, body, pattern):
     path = tmp_path / "bad.csv"
     path.write_text(body)
-    with pytest.raises(TraceError, match=pattern) as ei:
-        load_trace(path, arrival="poisson", qps=1.0)
-    assert "\n" not in str(ei.value)
+    one_line_error(path, pattern, arrival="poisson", qps=1.0)
 
 
 def test_the_mooncake_option_names_its_path_when_the_file_is_missing(tmp_path, monkeypatch):

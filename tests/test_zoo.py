@@ -84,3 +84,14 @@ def test_family_shapes_are_what_their_comments_say():
     assert np.corrcoef(np.log(p), np.log(d))[0, 1] > 0.45  # 0.6 before clipping
     p, d = lengths("chat_heavy")
     assert abs(np.corrcoef(np.log(p), np.log(d))[0, 1]) < 0.03
+
+
+def test_a_zoo_draws_prefix_families_and_refuses_a_trace():
+    """Prefix-sharing families have a measured capacity (routing/capacity.burst keeps their hashes), so a zoo may
+    draw them (experiment=prefix_router); a trace replay has its own rate and is refused, naming the key."""
+    from vidur_ppo.checks import ConfigError
+    from vidur_ppo.workloads.zoo import ZooWorkloadConfig
+
+    assert ZooWorkloadConfig(families=["system_prompt", "multi_turn", "chat"]).families[0] == "system_prompt"
+    with pytest.raises(ConfigError, match="workload.families"):
+        ZooWorkloadConfig(families=["chat", "trace"])

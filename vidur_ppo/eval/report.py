@@ -129,6 +129,7 @@ def suite_report(policies, eval_cfg, jobs: Sequence[tuple], results: Sequence[Ma
     errors = sorted(set(e for res in results if not res.get("failed") for e in res["errors"]))
     seeds = eval_cfg.seed_list()
     who = policies if isinstance(policies, (str, Path)) else ", ".join(f"{k}: {v}" for k, v in policies.items())
+    who = who or "the heuristics"  # no policies
     md = [f"# Evaluation of `{who}`", "",
           f"{eval_cfg.seeds} held-out {eval_cfg.split} seeds from {seeds[0]}, {eval_cfg.num_requests} requests per "
           "episode; every scheduler serves the same trace per seed. Mean ± 95% CI; \"vs\" columns are paired relative "

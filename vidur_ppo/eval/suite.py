@@ -5,6 +5,7 @@ workload spec, a missing trace file) fails alone: the rest is still evaluated an
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -20,9 +21,23 @@ from vidur_ppo.routing.lookahead import make_planner
 from vidur_ppo.sim.cluster import ClusterSpec
 
 SCENARIO_KEYS = ("name", "num_replicas", "replicas", "qps_per_replica", "workload", "family", "num_requests",
-                 "length_predictor", "load", "split")
+                 "length_predictor", "load", "split", "cluster")
 CSV_FLOAT_FORMAT = "%.6g"  # suite rows keep 6 significant digits (a grid suite's metrics.csv stays ~1 MB)
 VALIDATION_SEED_BASE = 200_000  # eval.split=validation: seeds from here up; test seeds are [seed_base, this)
+
+
+def cluster_keys(key: str, keys: Any) -> Dict[str, Any]:
+    """A scenario's (or the grid's) `cluster`: ClusterSpec keys set over the run's cluster (e.g.
+    {prefix_caching: true}), checked on the default cluster; its size and groups are scenario keys."""
+    check(isinstance(keys, Mapping), key, "must be a mapping of cluster keys (env.*)", keys)
+    keys = dict(keys)
+    check(not set(keys) & {"num_replicas", "replicas"}, key, "may not set num_replicas or replicas (set them on "
+          "the scenario, or eval.grid.replicas / eval.grid.mixes)", keys)
+    try:
+        ClusterSpec.from_mapping(keys).validate()
+    except (ValueError, TypeError, KeyError) as exc:
+        check(False, key, f"must be keys of a cluster ({exc})", keys)
+    return keys
 
 
 class Split(StrEnum):
@@ -45,6 +60,9 @@ class GridConfig:
     mixes: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
     train_mixes: List[str] = field(default_factory=list)  # a policy may train on these mixes
     mix_families: List[str] = field(default_factory=list)  # the families run on every mix ([]: all `families`)
+    # cluster keys (env.*) over the run's cluster in every grid scenario and capacity bisection, e.g.
+    # {prefix_caching: true}; a listed scenario sets its own `cluster`
+    cluster: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from vidur_ppo.workloads.families import family_names
@@ -62,6 +80,7 @@ class GridConfig:
               self.train_mixes)
         check(set(self.mix_families) <= set(self.families), "eval.grid.mix_families",
               "must be a subset of eval.grid.families", self.mix_families)
+        self.cluster = cluster_keys("eval.grid.cluster", self.cluster)
         for name, groups in self.mixes.items():
             groups = [dict(g) for g in groups]
             try:
@@ -74,6 +93,9 @@ class GridConfig:
 
     def scenarios(self) -> List[Dict[str, Any]]:
         """The grid as suite scenarios, tagged with their split (train, held_out, overload)."""
+        return [{**sc, "cluster": dict(self.cluster)} if self.cluster else sc for sc in self._scenarios()]
+
+    def _scenarios(self) -> List[Dict[str, Any]]:
         out = []
         for fam in self.families:
             for r in dict.fromkeys([*self.replicas, *self.overload_replicas]):
@@ -129,6 +151,8 @@ class EvalConfig:
             unknown = set(sc) - set(SCENARIO_KEYS)
             check("name" in sc and not unknown, f"eval.scenarios[{i}]",
                   f"needs a name and may set {', '.join(SCENARIO_KEYS[1:])}", dict(sc))
+            if sc.get("cluster") is not None:
+                cluster_keys(f"eval.scenarios[{i}].cluster", sc["cluster"])
         if self.length_predictor is not None:  # a kind name or a mapping of length_predictor keys: checked once, here
             lp = self.length_predictor
             check(isinstance(lp, (str, Mapping)), "eval.length_predictor", "must be a kind or a mapping", lp)
@@ -164,7 +188,8 @@ class EvalConfig:
 
 _POLICY_CACHE: Dict[str, Any] = {}
 
-Policies = Union[str, Dict[str, str]]  # one run dir (its policy is "ppo"), or router name -> run dir
+# one run dir (its policy is "ppo"), or router name -> run dir; {}: the heuristics alone (`base_spec`)
+Policies = Union[str, Dict[str, str]]
 
 
 def policy_dirs(policies: Policies) -> Dict[str, str]:
@@ -184,6 +209,30 @@ def cached_policy(run_dir: str):
     return _POLICY_CACHE[run_dir]
 
 
+def base_spec(policies: Policies):
+    """The env spec the heuristics' scenarios vary: the first policy's run's; with no policies (heuristics
+    only) the defaults: ClusterSpec(), the default workload, reward, features and safety."""
+    from vidur_ppo.build import EnvSpec, env_spec
+    from vidur_ppo.routing.features import features_config
+    from vidur_ppo.routing.rewards import reward_config
+    from vidur_ppo.routing.safety import SafetyConfig
+    from vidur_ppo.workloads import workload_spec
+
+    dirs = policy_dirs(policies)
+    if dirs:
+        return env_spec(cached_policy(next(iter(dirs.values())))[1])
+    return EnvSpec(cluster=ClusterSpec(), workload=workload_spec(None), reward=reward_config(None),
+                   features=features_config(None), safety=SafetyConfig())
+
+
+def scenario_spec(spec, scenario: Mapping[str, Any], num_requests: int):
+    """A suite scenario of a run's env spec (`EnvSpec.for_suite_scenario`), the scenario's `cluster` keys
+    set on the run's cluster first (so its load is resolved on that cluster)."""
+    if scenario.get("cluster"):
+        spec = dataclasses.replace(spec, cluster=dataclasses.replace(spec.cluster, **scenario["cluster"]))
+    return spec.for_suite_scenario(scenario, num_requests)
+
+
 def suite_job(args) -> Dict[str, Any]:
     """One (scenario, seed) of a suite, in a worker process: every scheduler on the same trace. Each
     policy runs in its own run's env (its features); the heuristics in the first run's. The trace and
@@ -200,7 +249,7 @@ def suite_job(args) -> Dict[str, Any]:
     first_env = None
     for name, run_dir in policy_dirs(policies).items():
         policy, cfg = cached_policy(run_dir)
-        env = env_spec(cfg).for_suite_scenario(scenario, num_requests).make()
+        env = scenario_spec(env_spec(cfg), scenario, num_requests).make()
         if first_env is None:
             first_env, tag = env, scenario_tags(scenario, env)
         if not learned_too:
@@ -215,6 +264,9 @@ def suite_job(args) -> Dict[str, Any]:
                 out["rows"] += [{**tag, **x} for x in evaluate(env, {label: pol}, [seed], details=details)]
             except ValueError as exc:  # e.g. the legacy GRU on another replica count
                 out["errors"].append(f"{scenario['name']}: {label} cannot run here: {exc}")
+    if first_env is None:  # no policies: the heuristics alone
+        first_env = scenario_spec(base_spec(policies), scenario, num_requests).make()
+        tag = scenario_tags(scenario, first_env)
     routers = {h if isinstance(h, str) else h[0]: h for h in heuristics}  # names, or (planner, overrides)
     keep = set(heuristics_for(bool(first_env.cluster.replicas), [n for n, h in routers.items() if isinstance(h, str)]))
     routers = {n: h for n, h in routers.items() if n in keep or not isinstance(h, str)}
@@ -291,12 +343,12 @@ def failed_scenarios(jobs: List[tuple], results: List[Dict[str, Any]]) -> Dict[s
 
 
 def saturation_job(args) -> float:
-    """A family's saturation throughput on a cluster size (measured once, then cached on disk)."""
-    from vidur_ppo.build import env_spec
-
-    policies, family, replicas = args
-    spec = env_spec(cached_policy(next(iter(policy_dirs(policies).values())))[1])
-    return spec.for_suite_scenario({"name": "warm", "family": family, "num_replicas": replicas, "load": 1.0}, 1).workload["qps"]
+    """A family's saturation throughput on a cluster size (measured once, then cached on disk); with
+    cluster keys (eval.grid.cluster), on that cluster."""
+    policies, family, replicas, *cluster = args
+    scenario = {"name": "warm", "family": family, "num_replicas": replicas, "load": 1.0}
+    scenario["cluster"] = cluster[0] if cluster else None
+    return scenario_spec(base_spec(policies), scenario, 1).workload["qps"]
 
 
 def check_held_out(policies: Policies, grid: GridConfig) -> None:
@@ -327,15 +379,17 @@ def capacity_targets(eval_cfg: EvalConfig) -> List[Tuple[Dict[str, Any], Dict[st
     each `eval.capacity.replicas` size, and with `eval.capacity.mixes` each listed mixed-cluster
     scenario's cluster (its name without the `_rho...` suffix)."""
     cap, grid = eval_cfg.capacity, eval_cfg.grid
-    out = [({"name": f"{fam}_r{r}", "family": fam, "num_replicas": r}, {"family": fam, "replicas": r,
-                                                                          "split": grid.split_of(fam)})
+    cluster = {"cluster": dict(grid.cluster)} if grid.cluster else {}
+    out = [({"name": f"{fam}_r{r}", "family": fam, "num_replicas": r, **cluster},
+            {"family": fam, "replicas": r, "split": grid.split_of(fam)})
            for fam in grid.families for r in cap.replicas]
     if cap.mixes:
         mixes = {}
         for sc in eval_cfg.all_scenarios():
             if sc.get("replicas"):
                 label = sc["name"].split("_rho")[0]
-                mixes.setdefault(label, ({k: sc[k] for k in ("family", "replicas", "workload") if k in sc} | {"name": label},
+                mixes.setdefault(label, ({k: sc[k] for k in ("family", "replicas", "workload", "cluster") if k in sc}
+                                         | {"name": label},
                                          {"family": label, "replicas": sum(int(g["count"]) for g in sc["replicas"]),
                                           "split": sc.get("split", "")}))
         out += list(mixes.values())
@@ -371,11 +425,11 @@ def capacity_jobs(policies: Policies, eval_cfg: EvalConfig, heuristics: List[str
     for scenario, tags in capacity_targets(eval_cfg):
         if eval_cfg.length_predictor is not None:
             scenario = {**scenario, "length_predictor": dict(eval_cfg.length_predictor)}
-        specs = {n: env_spec(cached_policy(d)[1]).for_suite_scenario(scenario, cap.num_requests) for n, d in dirs.items()}
+        specs = {n: scenario_spec(env_spec(cached_policy(d)[1]), scenario, cap.num_requests) for n, d in dirs.items()}
         jobs += [(specs[n], n, d, cap, seeds, tags) for n, d in dirs.items()]
         if eval_cfg.guard is not None:
             jobs += [(specs[n], f"{n}_guarded", d, cap, seeds, tags, GuardConfig.of(eval_cfg.guard)) for n, d in dirs.items()]
-        first = next(iter(specs.values()))
+        first = next(iter(specs.values()), None) or scenario_spec(base_spec(policies), scenario, cap.num_requests)
         jobs += [(first, h, None, cap, seeds, tags) for h in heuristics_for(bool(first.cluster.replicas), heuristics)]
     return jobs
 
@@ -389,8 +443,8 @@ def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
 
 
 def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) -> Tuple[str, Dict[str, List[str]]]:
-    """Evaluate trained policies (one run dir, or name -> run dir) on every scenario of a suite; write
-    metrics.csv (and capacity.csv for a grid with `eval.capacity.replicas`), report.md and figures.
+    """Evaluate trained policies (one run dir, or name -> run dir; {}: the heuristics alone) on every scenario of
+    a suite; write metrics.csv (and capacity.csv for a grid with `eval.capacity.replicas`), report.md and figures.
     Returns the report text and the failed scenarios."""
     from pathlib import Path
 
@@ -404,7 +458,7 @@ def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) 
     grid = eval_cfg.grid
     # each family's saturation on each cluster size, measured in parallel before the jobs read it
     sizes = dict.fromkeys([*grid.replicas, *grid.overload_replicas, *eval_cfg.capacity.replicas])
-    warm = [(policies, f, r) for f in grid.families for r in sizes]
+    warm = [(policies, f, r, dict(grid.cluster)) for f in grid.families for r in sizes]
     if warm:
         run_jobs(warm, eval_cfg.workers, fn=saturation_job)
     jobs = suite_jobs(policies, eval_cfg)

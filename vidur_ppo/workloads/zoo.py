@@ -34,9 +34,11 @@ class ZooWorkloadConfig:
         check(len(self.families) > 0, "workload.families", "must name at least one family", self.families)
         bad = [f for f in self.families if f not in family_names()]
         check(not bad, "workload.families", f"must name files of conf/workload ({', '.join(family_names())})", bad)
-        traces = [f for f in self.families if family_spec(f).get("kind") != "synthetic"]
-        check(not traces, "workload.families", "must be synthetic families (a trace has its own rate; the prefix "
-              "families' capacity is not measured yet)", traces)
+        from vidur_ppo.workloads.specs import PREFIX_CONFIGS
+
+        traces = [f for f in self.families if family_spec(f).get("kind") not in ("synthetic", *PREFIX_CONFIGS)]
+        check(not traces, "workload.families", "must be synthetic or prefix-sharing families (a trace has its own "
+              "rate)", traces)
         check(0 < self.load_min <= self.load_max <= 2, "workload.load_min",
               "must satisfy 0 < load_min <= load_max <= 2", [self.load_min, self.load_max])
         positive(self, "workload", "num_requests")
