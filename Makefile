@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv train test bench clean
+.PHONY: venv train test test-cluster bench serve-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ train: $(STAMP)
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+
+# the tests that start a two-node local Ray cluster on loopback (tests/test_ray_cluster.py; docs/ray.md)
+test-cluster: $(STAMP)
+	$(PY) -m pytest -q -m ray_cluster $(ARGS)
+
+# the trained router inside Ray Serve against Ray's power-of-two default (experiments/results/ray_serve.md)
+serve-demo: $(STAMP)
+	$(PY) experiments/serve_demo.py $(ARGS)
 
 bench: $(STAMP)
 	$(PY) experiments/bench_env.py

@@ -1,11 +1,11 @@
 """Every bad override or input is one line on stderr naming the key (or file and row), exit code 2,
-no traceback: checked through the CLI, four processes at a time."""
+no traceback: checked through the CLI (tests/cli_runner.py: all cases in one interpreter)."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from cli_runner import run_cli
 
 TRACE_HEADER = "arrived_at,num_prefill_tokens,num_decode_tokens\n"
 
@@ -43,43 +43,24 @@ CASES = [
 ]
 
 
-# One interpreter runs `python -m vidur_ppo.train` (runpy, as `-m` does) once per case, as a shell would with its argv: the exit code and stderr of each, ~0.3 s a case
-# instead of ~3 s of imports per process.
-RUNNER = """
-import contextlib, io, json, runpy, sys
-from hydra.core.global_hydra import GlobalHydra
-out = []
-for argv in json.loads(sys.argv[1]):
-    GlobalHydra.instance().clear()
-    sys.argv = ["vidur_ppo.train", *argv]
-    err, code = io.StringIO(), 0
-    with contextlib.redirect_stderr(err):
-        try:
-            runpy.run_module("vidur_ppo.train", run_name="__main__", alter_sys=True)
-        except SystemExit as exc:
-            code = exc.code
-        except BaseException as exc:  # noqa: BLE001 - reported as a failure of the case
-            code, _ = 99, err.write(f"Traceback: {exc!r}")
-    out.append((code, err.getvalue()))
-print(json.dumps(out))
-"""
-
-
 def _run_all(cases, tmp_path):
-    import json
-
+    """Every case through the CLI in one interpreter (cli_runner), from an empty working directory."""
     good, bad, over = tmp_path / "good.csv", tmp_path / "bad.csv", tmp_path / "over.csv"
     good.write_text(TRACE_HEADER + "0.0,10,5\n0.5,20,5\n")
     bad.write_text(TRACE_HEADER + "0.0,10,5\n0.5,abc,5\n")
     over.write_text(TRACE_HEADER + "".join(f"{0.1 * i:.1f},{5000 if i in (13, 19) else 100},20\n" for i in range(30)))
-    argvs = []
+    calls = []
     for i, (overrides, _) in enumerate(cases):
         args = (overrides.replace("{missing}", str(tmp_path / "nope.csv")).replace("{good}", str(good))
                 .replace("{bad}", str(bad)).replace("{over}", str(over)).replace("{tmp}", str(tmp_path)).split())
-        argvs.append([*args, "debug=smoke", "logger.progress=false", f"hydra.run.dir={tmp_path / str(i)}"])
-    out = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argvs)], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return dict(enumerate(json.loads(out.stdout.strip().splitlines()[-1])))
+        calls.append(("vidur_ppo.train", [*args, "debug=smoke", "logger.progress=false", f"hydra.run.dir={tmp_path / str(i)}"]))
+    # a refused evaluation (a missing checkpoint; a bad suite option: test_readme) writes nothing either
+    calls.append(("vidur_ppo.evaluate", [f"checkpoint={tmp_path / 'nope'}"]))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    results = run_cli(calls, cwd=cwd)
+    assert not any(cwd.iterdir()), sorted(p.name for p in cwd.rglob("*"))  # no outputs/, no .evaluate_hydra/
+    return dict(enumerate(results))
 
 
 def test_at_least_40_bad_inputs_are_one_line_naming_the_key(tmp_path):
@@ -93,24 +74,21 @@ def test_at_least_40_bad_inputs_are_one_line_naming_the_key(tmp_path):
             failures.append(f"{overrides!r}: rc={rc}, stderr={lines[-3:]}")
         if (tmp_path / str(i)).exists():  # refused before Hydra made the run dir: nothing written
             failures.append(f"{overrides!r}: wrote {sorted(p.name for p in (tmp_path / str(i)).rglob('*'))}")
+    rc, err = results[len(CASES)]  # the evaluation CLI's refusal
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if rc != 2 or len(lines) != 1 or not lines[0].startswith("config error: checkpoint: ") \
+            or "not a finished vidur-ppo run dir" not in lines[0]:
+        failures.append(f"evaluate checkpoint=nope: rc={rc}, stderr={lines[-3:]}")
     assert not failures, "\n".join(failures)
     assert not list(tmp_path.rglob(".resume_hydra")), "a refused resume wrote Hydra's files into the dir"
+    gae = CASES.index(("ppo.gae_lambda=2", "ppo.gae_lambda"))  # the whole line, word for word
+    assert results[gae][1].strip() == "config error: ppo.gae_lambda must be in [0, 1], got 2.0"
 
 
 def test_hydra_full_error_still_shows_the_report(tmp_path):
     out = subprocess.run([sys.executable, "-m", "vidur_ppo.train", "ppo.lrr=1", f"hydra.run.dir={tmp_path}"],
                          capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "HYDRA_FULL_ERROR": "1"})
     assert out.returncode != 0 and "Traceback" in out.stderr
-
-
-def test_a_refused_evaluation_writes_nothing(tmp_path):
-    """A missing checkpoint: one line, exit 2, no `.evaluate_hydra/` anywhere (a bad suite option: test_readme)."""
-    for args in ([f"checkpoint={tmp_path / 'nope'}"],):
-        out = subprocess.run([sys.executable, "-m", "vidur_ppo.evaluate", *args], capture_output=True, text=True,
-                             timeout=120, cwd=tmp_path)
-        lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-        assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("config error:"), out.stderr[-2000:]
-    assert not any(tmp_path.iterdir()), sorted(p.name for p in tmp_path.rglob("*"))
 
 
 def test_one_key_of_the_default_length_spec_changes_alone():

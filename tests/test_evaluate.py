@@ -81,8 +81,3 @@ def test_suite_cli_reports_a_fixed_size_model_clearly(tmp_path):
     report = (tmp_path / "evaluate_smoke" / "report.md").read_text()
     assert "r2_light: ppo cannot run here: model=gru was built for 4 replicas" in report
     assert "## r2_light (2 replicas" in report  # the heuristics are still evaluated there
-
-
-def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    out = _cli(tmp_path)
-    assert out.returncode == 2 and "not a finished vidur-ppo run dir" in out.stderr

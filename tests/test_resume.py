@@ -1,6 +1,7 @@
 """Nothing lost or corrupted: kill -9 at any update and `resume=` reproduce the uninterrupted run
 exactly; SIGTERM / Ctrl-C checkpoint and exit 128+n (during BC too); every option of every group
-resumes; a run dir has one writer; divergence stops with one line and a finite checkpoint."""
+resumes; a run dir has one writer (checked inside the kill and signal tests: each start costs ~5 s of
+imports); divergence stops with one line and a finite checkpoint."""
 
 import csv
 import os
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import run_cli
 
 TRAIN = [sys.executable, "-m", "vidur_ppo.train", "logger.progress=false"]
 # 40-step rollouts of 60-request episodes: checkpoints fall inside episodes (replayed on resume)
-RUN = ["debug=smoke", "ppo.num_updates=6", "checkpoint_every=2", "ppo.rollout_steps=40"]
+RUN = ["debug=smoke", "ppo.num_updates=6", "checkpoint_every=2", "ppo.rollout_steps=40", "eval.baselines=[round_robin]"]
 
 
 def _rows(run_dir: Path):
@@ -59,6 +61,9 @@ def test_kill_9_then_resume_equals_the_uninterrupted_run(reference, tmp_path, ki
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # a run dir has one writer: a new run into the killed run's dir takes the stale lock, not the dir
+    out = subprocess.run(TRAIN + RUN + [f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "already holds a run" in out.stderr, out.stderr[-2000:]
     out = subprocess.run(TRAIN + [f"resume={tmp_path}"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert _numbers(_rows(tmp_path)) == _numbers(_rows(reference))  # every row once, every number equal
@@ -88,6 +93,9 @@ def _said(err: str, sig) -> int:
 def test_signal_checkpoints_and_exits_128_plus_n(tmp_path, sig):
     proc = _start(tmp_path, "ppo.num_updates=50", "checkpoint_every=100")
     _wait_rows(proc, tmp_path, 2)
+    if sig == signal.SIGINT:  # a run dir has one writer: a second run into it while this one lives is refused
+        out = subprocess.run(TRAIN + RUN + [f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and f"in use by process {proc.pid}" in out.stderr, out.stderr[-2000:]
     os.killpg(proc.pid, sig)  # to the whole group, as Ctrl-C, `timeout` or a batch scheduler send it: env workers too
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err[-2000:]
@@ -97,33 +105,21 @@ def test_signal_checkpoints_and_exits_128_plus_n(tmp_path, sig):
     assert ckpt["update"] == len(_rows(tmp_path)) >= 2
 
 
-def test_a_run_dir_has_one_writer(tmp_path):
-    first = _start(tmp_path, "ppo.num_updates=50")
-    try:
-        _wait_rows(first, tmp_path, 1)
-        out = subprocess.run(TRAIN + RUN + [f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
-        assert out.returncode == 2 and f"in use by process {first.pid}" in out.stderr
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-    out = subprocess.run(TRAIN + RUN + [f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "already holds a run" in out.stderr  # the stale lock is taken, the dir is not
+DIVERGING = [["ppo.lr=1e6"], ["ppo=legacy", "reward.bonus=1e30", "reward.clip=1e30", "reward.penalty_max=1e30"]]
 
 
-@pytest.mark.parametrize("overrides,what", [
-    (["ppo.lr=1e6"], "non-finite"),
-    (["ppo=legacy", "reward.bonus=1e30", "reward.clip=1e30", "reward.penalty_max=1e30"], "non-finite"),
-])
-def test_divergence_stops_with_one_line_and_a_finite_checkpoint(tmp_path, overrides, what):
-    out = subprocess.run(TRAIN + ["debug=smoke", "ppo.num_updates=6"] + overrides + [f"hydra.run.dir={tmp_path}"],
-                         capture_output=True, text=True, timeout=300)
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
-    assert out.returncode == 3 and lines[-1].startswith("training diverged: ") and what in lines[-1]
-    assert "at update" in lines[-1] and "Traceback" not in out.stderr
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    tensors = list(ckpt["model"].values())
-    assert all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
-    assert "diverged" in (tmp_path / "events.csv").read_text()
+def test_divergence_stops_with_one_line_and_a_finite_checkpoint(tmp_path):
+    dirs = [tmp_path / str(i) for i in range(len(DIVERGING))]
+    results = run_cli([("vidur_ppo.train", ["debug=smoke", "ppo.num_updates=6", "logger.progress=false", *overrides,
+                                            f"hydra.run.dir={d}"]) for overrides, d in zip(DIVERGING, dirs)])
+    for overrides, run_dir, (code, err) in zip(DIVERGING, dirs, results):
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert code == 3 and lines[-1].startswith("training diverged: ") and "non-finite" in lines[-1], (overrides, lines[-3:])
+        assert "at update" in lines[-1] and "Traceback" not in err
+        ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+        tensors = list(ckpt["model"].values())
+        assert all(torch.isfinite(t).all() for t in tensors if t.is_floating_point())
+        assert "diverged" in (run_dir / "events.csv").read_text()
 
 
 def test_sigterm_during_bc_stops_there_and_resume_runs_bc_again(tmp_path):
@@ -170,19 +166,26 @@ def _options(group):
     return sorted(p.stem for p in conf.glob("*.yaml") if "sweeper" not in p.read_text())  # single runs only
 
 
+@pytest.fixture(scope="module")
+def resume_cli():
+    """`resume=<dir> ppo.num_updates=7`'s composed command line: the defaults, of which resuming reads
+    only the budget keys given (composed once: each compose is ~0.3 s of Hydra)."""
+    return _compose("ppo.num_updates=7")
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in ("env", "workload", "reward", "features", "model", "ppo",
                                                             "curriculum", "experiment") for o in _options(g)])
-def test_every_option_resumes_with_its_saved_values(tmp_path, group, option):
+def test_every_option_resumes_with_its_saved_values(tmp_path, group, option, resume_cli):
     from omegaconf import OmegaConf
 
     from vidur_ppo.config import validate
-    from vidur_ppo.rundir import resumed_config
+    from vidur_ppo.rundir import RunState, resumed_config
 
     extra = ["workload.path=trace.csv"] if (group, option) == ("workload", "trace") else []
-    saved = _saved_run(tmp_path, f"{group}={option}", *extra)
-    tc = validate(_compose(f"{group}={option}", *extra))
-    cli = _compose(f"resume={tmp_path}", "ppo.num_updates=7")  # the command line's default options
-    resumed, applied = resumed_config(cli, tmp_path, [f"resume={tmp_path}", "ppo.num_updates=7"])
+    cfg = _compose(f"{group}={option}", *extra)
+    saved = RunState(tmp_path, cfg, ["f"], 2).config  # config.yaml as a run writes it
+    tc = validate(cfg)
+    resumed, applied = resumed_config(resume_cli, tmp_path, [f"resume={tmp_path}", "ppo.num_updates=7"])
     again = validate(resumed)
     assert applied == ["ppo.num_updates=7"] and again.ppo.num_updates == 7
     assert OmegaConf.to_container(resumed, resolve=True, enum_to_str=True) == {

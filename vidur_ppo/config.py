@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vidur_ppo.checks import ConfigError, check, positive
 from vidur_ppo.eval.suite import EvalConfig
+from vidur_ppo.executor import ExecutorConfig  # the evaluate app's `executor` group
 from vidur_ppo.models import MODELS
 from vidur_ppo.ppo.bc import BCConfig
 from vidur_ppo.ppo.config import PPOConfig
@@ -155,7 +156,8 @@ def register_configs() -> None:
     for group, options in SCHEMAS.items():
         for name, node in options.items():
             cs.store(group=group, name=f"schema_{name}", node=node)
-    for group, node in (("env", EnvConfig), ("ppo", PPOConfig), ("logger", LoggerConfig), ("eval", EvalConfig)):
+    for group, node in (("env", EnvConfig), ("ppo", PPOConfig), ("logger", LoggerConfig), ("eval", EvalConfig),
+                        ("executor", ExecutorConfig)):
         cs.store(group=group, name="schema", node=node)
 
 

@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from vidur_ppo.checks import ConfigError, StrEnum, check, choice, positive
 from vidur_ppo.eval.slo_capacity import CapacityConfig, capacity_at_slo
+from vidur_ppo.executor import JOURNAL_DIR, Executor, ExecutorConfig, JobJournal, make_executor
 from vidur_ppo.routing.env import EVAL_SEED_BASE
 from vidur_ppo.routing.guard import GuardConfig, Guarded, training_stats
 from vidur_ppo.routing.heuristics import CAPACITY_AWARE, HEURISTICS
@@ -316,18 +317,12 @@ def suite_jobs(policies: Policies, eval_cfg: EvalConfig) -> List[tuple]:
             for sc in scenarios for s in eval_cfg.seed_list()]
 
 
-def run_jobs(jobs: List[tuple], workers: int, progress=None, fn=None) -> List[Dict[str, Any]]:
-    """Jobs (`fn`, default suite jobs) in `workers` spawned processes, results in job order; a failing
-    suite job gives a result with `failed` set (see `safe_suite_job`) instead of stopping the others."""
-    from multiprocessing import get_context
-
-    results = []
-    with get_context("spawn").Pool(max(1, int(workers))) as pool:
-        for res in pool.imap(fn or safe_suite_job, jobs):
-            results.append(res)
-            if progress:
-                progress()
-    return results
+def run_jobs(jobs: List[tuple], executor: Union[int, ExecutorConfig, Executor], progress=None, fn=None,
+             journal: Optional[JobJournal] = None) -> List[Dict[str, Any]]:
+    """Jobs (`fn`, default suite jobs) on an executor (vidur_ppo/executor.py; a worker count: that many local
+    processes), results in job order; a failing suite job gives a result with `failed` set (see
+    `safe_suite_job`) instead of stopping the others. With a `journal`, jobs it holds are not run again."""
+    return make_executor(executor).map(fn or safe_suite_job, jobs, progress, journal)
 
 
 def failed_scenarios(jobs: List[tuple], results: List[Dict[str, Any]]) -> Dict[str, List[str]]:
@@ -442,10 +437,13 @@ def suite_size(policies: Policies, eval_cfg: EvalConfig) -> int:
     return len(suite_jobs(policies, eval_cfg)) + n_cap
 
 
-def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) -> Tuple[str, Dict[str, List[str]]]:
+def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None,
+              executor: Optional[ExecutorConfig] = None) -> Tuple[str, Dict[str, List[str]]]:
     """Evaluate trained policies (one run dir, or name -> run dir; {}: the heuristics alone) on every scenario of
     a suite; write metrics.csv (and capacity.csv for a grid with `eval.capacity.replicas`), report.md and figures.
-    Returns the report text and the failed scenarios."""
+    Jobs run on `executor` (default: eval.workers local processes); with its journal (the default) finished
+    jobs are kept in out_dir/.jobs/ until the report is written, so a re-run of an interrupted suite into the
+    same dir runs only the rest. Returns the report text and the failed scenarios."""
     from pathlib import Path
 
     import pandas as pd
@@ -455,22 +453,27 @@ def run_suite(policies: Policies, eval_cfg: EvalConfig, out_dir, progress=None) 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_held_out(policies, eval_cfg.grid)
+    executor = executor or ExecutorConfig()
+    journal = JobJournal(out_dir / JOURNAL_DIR) if executor.journal else None
+    run = make_executor(executor, eval_cfg.workers)
     grid = eval_cfg.grid
     # each family's saturation on each cluster size, measured in parallel before the jobs read it
     sizes = dict.fromkeys([*grid.replicas, *grid.overload_replicas, *eval_cfg.capacity.replicas])
     warm = [(policies, f, r, dict(grid.cluster)) for f in grid.families for r in sizes]
     if warm:
-        run_jobs(warm, eval_cfg.workers, fn=saturation_job)
+        run_jobs(warm, run, fn=saturation_job, journal=journal)
     jobs = suite_jobs(policies, eval_cfg)
-    results = run_jobs(jobs, eval_cfg.workers, progress)
+    results = run_jobs(jobs, run, progress, journal=journal)
     rows = [r for res in results for r in res["rows"]]
     pd.DataFrame(rows).to_csv(out_dir / "metrics.csv", index=False, float_format=CSV_FLOAT_FORMAT)
     capacity = None
     cjobs = capacity_jobs(policies, eval_cfg, [h for h in jobs[0][3] if isinstance(h, str)]) if jobs else []
     if cjobs:
-        capacity = pd.DataFrame(run_jobs(cjobs, eval_cfg.workers, progress, fn=capacity_job))
+        capacity = pd.DataFrame(run_jobs(cjobs, run, progress, fn=capacity_job, journal=journal))
         capacity.to_csv(out_dir / "capacity.csv", index=False, float_format=CSV_FLOAT_FORMAT)
     failed = failed_scenarios(jobs, results)
     text = suite_report(policies, eval_cfg, jobs, results, out_dir, failed, capacity)
     (out_dir / "report.md").write_text(text)
+    if journal is not None:
+        journal.clear()
     return text, failed

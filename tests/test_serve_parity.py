@@ -1,0 +1,97 @@
+"""The Serve router decides as the env's policy does: same state, same observation, same replica.
+
+A real trained run (debug=smoke, one PPO update, the recurrent attn_gru model, `hetero` features on a mixed
+A100 + H100 cluster so the relative speed / KV-capacity columns matter) routes a real env episode; at every
+decision the env's replica state is turned into the routing-stats dicts Serve replicas report, and the Serve
+side's decision code (`LearnedRouting.route`, what `LearnedRequestRouter` calls) must rebuild the env's
+observation exactly and pick the env policy's replica, its feature trends and recurrent state carried along.
+"""
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from vidur_ppo.build import env_spec
+from vidur_ppo.checkpoint import load_policy
+from vidur_ppo.serve.policy import LearnedRouting
+from vidur_ppo.serve.request import request_sizes, request_vector
+from vidur_ppo.serve.stats import (RANK, REPORTED_AT, ROUTING_STATS_KEYS, RoutedRequest, not_yet_reported,
+                                   routing_stats, state_matrix)
+from vidur_ppo.sim.driver import ReplicaColumn
+
+from test_config import CONF
+
+SEED = 100_000
+DECISIONS = 40
+MIXED = "env.replicas=[{count:1,device:a100},{count:1,device:h100}]"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny trained run of the real training code, written as any run dir is."""
+    from vidur_ppo.train import run
+
+    path = tmp_path_factory.mktemp("serve") / "run"
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "debug=smoke", "env.num_replicas=2", MIXED, "features=hetero", "model=attn_gru", "bc.enabled=false",
+            "ppo.vector_mode=sync", "ppo.num_updates=1", "eval.baselines=[round_robin]", "logger.progress=false"])
+    run(cfg, path)
+    return path
+
+
+def reports_of(env, now):
+    """What each replica of the env's simulation would report: its state row, KV capacity in blocks."""
+    state = env.driver.replica_state()
+    blocks = [rs._cache_config.num_blocks for rs in env.driver._replica_schedulers]
+    rows = []
+    for i, row in enumerate(state):
+        row = row.copy()
+        row[ReplicaColumn.kv_capacity] = blocks[i]
+        rows.append(routing_stats(row, rank=i, reported_at=now))
+    return state, rows
+
+
+def test_serve_router_decides_as_the_env(run_dir):
+    env = env_spec(load_policy(run_dir)[1]).for_suite_scenario({"name": "parity"}, DECISIONS + 20).make()
+    assert len(set(env.replica_speed)) == 2  # a mixed cluster: speed and kv_capacity differ per replica
+    env_policy, _ = load_policy(run_dir)
+    serve_side = LearnedRouting(run_dir)
+    assert serve_side.feature_names == tuple(env.features.names)
+    obs, _ = env.reset(seed=SEED)
+    env_policy.reset()
+    picks = []
+    for _ in range(DECISIONS):
+        now = env.driver.now
+        state, reports = reports_of(env, now)
+        assert all(set(ROUTING_STATS_KEYS) <= set(r) for r in reports)
+        np.testing.assert_allclose(state_matrix(reports, now), state, rtol=1e-12)
+        # the client's request body: prompt length and the predicted output length the env told its router
+        body = {"prompt_tokens": int(obs["request"][0]), "predicted_output_tokens": int(obs["request"][1])}
+        request = request_vector(*request_sizes((), body))
+        action, features = serve_side.route(reports, request, now)
+        env_action = env_policy(obs)
+        np.testing.assert_array_equal(features, obs["features"])
+        assert action == env_action
+        picks.append(action)
+        obs, _, terminated, truncated, _ = env.step(env_action)
+        assert not (terminated or truncated)
+    assert serve_side.policy.state is not None  # a recurrent model: its state was carried across decisions
+
+
+def test_stale_reports_count_what_was_routed_since():
+    """Between reports the router counts its own routings as waiting requests (as the env counts same-instant
+    decisions) and ages the oldest waiting request; a report taken after a routing already includes it."""
+    row = np.zeros(len(ReplicaColumn))
+    row[[ReplicaColumn.waiting, ReplicaColumn.oldest_wait, ReplicaColumn.speed, ReplicaColumn.kv_capacity]] = 2, 0.5, 1, 100
+    reports = [routing_stats(row, 0, reported_at=10.0), routing_stats(row, 1, reported_at=10.0)]
+    routed = [RoutedRequest(10.2, 300, 40), RoutedRequest(9.9, 700, 80)]
+    fresh = not_yet_reported(routed, reports[0][REPORTED_AT])
+    assert fresh == routed[:1]
+    state = state_matrix(reports, now=10.5, routed_since=[fresh, []])
+    np.testing.assert_allclose(state[:, ReplicaColumn.waiting], [3, 2])
+    np.testing.assert_allclose(state[:, ReplicaColumn.prefill_tokens_left], [300, 0])
+    np.testing.assert_allclose(state[:, ReplicaColumn.decode_tokens_left], [40, 0])
+    np.testing.assert_allclose(state[:, ReplicaColumn.oldest_wait], [1.0, 1.0])
+    np.testing.assert_allclose(state[:, ReplicaColumn.kv_capacity], [1.0, 1.0])  # relative to the mean
+    assert [r[RANK] for r in reports] == [0, 1]

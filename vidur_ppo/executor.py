@@ -1,0 +1,238 @@
+"""Where a suite's jobs run: spawned processes on this machine (`local`, the default) or Ray tasks on
+a Ray cluster (`ray`: one started here, or a running one joined by `executor.address`, e.g. after
+`ray start --head` or on KubeRay). Either way results come back in job order and a progress callback
+fires once per finished job; the jobs are seeded, so both executors give the same results.
+
+A `JobJournal` (one pickle per finished job, under `<suite out dir>/.jobs/`) lets a re-run of an
+interrupted suite run only the jobs it lacks; a Ray task whose worker (or node) dies is run again by
+Ray itself (`max_retries`). A job that *raises* is not retried: suite jobs report their own failures
+(eval/suite.py `safe_suite_job`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+import pickle
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from vidur_ppo.checks import ConfigError, StrEnum, check, choice
+
+RAY_INSTALL = "pip install -e '.[ray]'"
+JOURNAL_DIR = ".jobs"  # under a suite's output dir
+
+
+class ExecutorKind(StrEnum):
+    local = "local"  # a spawn multiprocessing Pool of `eval.workers` processes
+    ray = "ray"  # Ray tasks: a local Ray of `num_cpus` CPUs, or the cluster at `address`
+
+
+def ray_installed() -> bool:
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # ValueError: a module set to None in sys.modules (not importable)
+        return False
+
+
+@dataclass
+class ExecutorConfig:
+    """conf/executor/{local,ray}.yaml: `executor=ray` (and `executor.address=auto` to join a running cluster)."""
+
+    kind: ExecutorKind = ExecutorKind.local
+    # ray: a running cluster to join ("auto": the one `ray start` made on this machine; "host:6379"; "ray://host:10001");
+    # None: start a local Ray of `num_cpus` CPUs for this process
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None  # the local Ray's CPUs (None: eval.workers); a joined cluster has its own
+    max_retries: int = 3  # ray: a job whose worker process or node died runs again, up to this many times
+    journal: bool = True  # finished jobs' results in <suite out dir>/.jobs/: a re-run of an interrupted suite resumes
+
+    def __post_init__(self) -> None:
+        choice(self, "executor", "kind", ExecutorKind)
+        check(self.max_retries >= 0, "executor.max_retries", "must be >= 0", self.max_retries)
+        check(self.num_cpus is None or self.num_cpus > 0, "executor.num_cpus", "must be > 0 (or null: eval.workers)",
+              self.num_cpus)
+        check(self.address is None or self.kind == ExecutorKind.ray, "executor.address",
+              "needs executor=ray (a Ray cluster's address)", self.address)
+        check(self.num_cpus is None or self.address is None, "executor.num_cpus",
+              "must be null when joining a cluster (executor.address): the cluster's nodes set their CPUs", self.num_cpus)
+        if self.kind == ExecutorKind.ray and not ray_installed():
+            raise ConfigError(f"executor=ray needs ray, which is not installed: {RAY_INSTALL}")
+
+
+# ---------------------------------------------------------------------------------------------- journal
+
+
+def _canonical(obj: Any) -> Any:
+    """A job as plain, ordered data whose repr is the same in every process (sets and dicts sorted,
+    dataclasses by field, arrays as lists), so its hash names the job across runs."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return (type(obj).__name__, [(f.name, _canonical(getattr(obj, f.name))) for f in dataclasses.fields(obj)])
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return sorted(((repr(_canonical(k)), _canonical(v)) for k, v in obj.items()), key=lambda kv: kv[0])
+    if isinstance(obj, (set, frozenset)):
+        return sorted(repr(_canonical(v)) for v in obj)
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    if isinstance(obj, (str, int, float, bool, type(None))):
+        return obj
+    if hasattr(obj, "__dict__"):
+        return (type(obj).__name__, _canonical(vars(obj)))
+    return repr(obj)
+
+
+def job_key(fn: Callable, job: Any) -> str:
+    """A stable name of (function, job): the same in every process and run of the same suite."""
+    text = repr((f"{fn.__module__}.{fn.__qualname__}", _canonical(job)))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class JobJournal:
+    """Finished jobs' results, one pickle per job named by `job_key`, each written atomically (a temp
+    file renamed), so a driver killed at any moment leaves only whole results behind. Results that
+    say `failed` are not kept: a re-run tries those jobs again."""
+
+    def __init__(self, path: Union[str, Path]) -> None:
+        self.path = Path(path)
+
+    def get(self, key: str) -> Optional[Any]:
+        try:
+            with (self.path / f"{key}.pkl").open("rb") as f:
+                return pickle.load(f)
+        except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+            return None
+
+    def put(self, key: str, result: Any) -> None:
+        if isinstance(result, dict) and result.get("failed"):
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        tmp = self.path / f".{key}.{os.getpid()}.tmp"
+        with tmp.open("wb") as f:
+            pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, self.path / f"{key}.pkl")
+
+    def __len__(self) -> int:
+        return len(list(self.path.glob("*.pkl"))) if self.path.is_dir() else 0
+
+    def clear(self) -> None:
+        """The suite is written: its journal has served (a later run in this dir starts afresh)."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# -------------------------------------------------------------------------------------------- executors
+
+
+def _indexed(fn: Callable, item):
+    """(i, fn(job)) in a pool process, so unordered completion can still be put back in job order."""
+    i, job = item
+    return i, fn(job)
+
+
+class Executor:
+    """Runs `fn` over jobs; results in job order, `progress()` once per finished job (journaled ones too)."""
+
+    def map(self, fn: Callable, jobs: Sequence[Any], progress: Optional[Callable[[], Any]] = None,
+            journal: Optional[JobJournal] = None) -> List[Any]:
+        keys = [job_key(fn, job) for job in jobs] if journal is not None else []
+        results: Dict[int, Any] = {}
+        if journal is not None:
+            for i, key in enumerate(keys):
+                res = journal.get(key)
+                if res is not None:
+                    results[i] = res
+                    if progress:
+                        progress()
+        todo = [(i, job) for i, job in enumerate(jobs) if i not in results]
+
+        def finished(i: int, res: Any) -> None:
+            results[i] = res
+            if journal is not None:
+                journal.put(keys[i], res)
+            if progress:
+                progress()
+
+        if todo:
+            self._run(fn, todo, finished)
+        return [results[i] for i in range(len(jobs))]
+
+    def _run(self, fn: Callable, todo: List[tuple], finished: Callable[[int, Any], None]) -> None:
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """`workers` spawned processes on this machine (spawn: no state of the parent leaks into a job)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, int(workers))
+
+    def _run(self, fn, todo, finished) -> None:
+        from multiprocessing import get_context
+
+        with get_context("spawn").Pool(min(self.workers, len(todo))) as pool:
+            for i, res in pool.imap_unordered(functools.partial(_indexed, fn), todo):
+                finished(i, res)
+
+
+def _call(fn: Callable, job: Any) -> Any:
+    return fn(job)
+
+
+class RayExecutor(Executor):
+    """Each job a Ray task of one CPU; a task whose worker or node died is resubmitted by Ray
+    (`max_retries`), an exception raised by the job is not (`retry_exceptions=False`)."""
+
+    def __init__(self, cfg: ExecutorConfig, workers: int) -> None:
+        self.cfg, self.workers = cfg, max(1, int(workers))
+
+    def _run(self, fn, todo, finished) -> None:
+        ray = connect(self.cfg, self.workers)
+        task = ray.remote(_call).options(num_cpus=1, max_retries=self.cfg.max_retries, retry_exceptions=False)
+        fn_ref = ray.put(fn)
+        index = {task.remote(fn_ref, job): i for i, job in todo}
+        pending = list(index)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                finished(index[ref], ray.get(ref))
+
+
+def connect(cfg: ExecutorConfig, workers: int):
+    """Ray, initialised once per process: joins `cfg.address`, or starts a local Ray of `num_cpus`
+    (default `workers`) CPUs; quiet (no dashboard, Ray's own logging at warnings) but for one line."""
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    # the jobs' own stderr (a failed scenario's traceback) still reaches the driver, prefixed by Ray
+    quiet = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    if cfg.address:
+        ray.init(address=cfg.address, **quiet)
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        print(f"ray: joined the cluster at {cfg.address} ({len(ray.nodes())} nodes, {cpus} CPUs)", file=sys.stderr)
+    else:
+        ray.init(num_cpus=cfg.num_cpus or workers, **quiet)
+        print(f"ray: started a local Ray with {cfg.num_cpus or workers} CPUs", file=sys.stderr)
+    return ray
+
+
+def make_executor(executor: Union[int, ExecutorConfig, Executor, None], workers: int = 1) -> Executor:
+    """The one dispatch: a worker count (the callers of `run_jobs` before executors existed) is the local
+    executor; an ExecutorConfig its kind; an Executor itself."""
+    if isinstance(executor, Executor):
+        return executor
+    if executor is None or isinstance(executor, int):
+        return LocalExecutor(workers if executor is None else executor)
+    if executor.kind == ExecutorKind.ray:
+        return RayExecutor(executor, workers)
+    return LocalExecutor(workers)

@@ -1,0 +1,3 @@
+"""A trained router in Ray Serve: replica routing stats (stats), request sizes (request), the policy over reported
+states (policy), the request router (router), a simulated engine replica (engine) and the Serve app (deployment).
+docs/ray_serve.md says how to deploy it."""
