@@ -55,6 +55,32 @@ def trace_for(spec, family: str, load: float, duration: float, seed: int):
     return trace, np.asarray(predicted), qps
 
 
+def decision_overhead(run_dir: str, spec, decisions: int, seed: int) -> Dict[str, float]:
+    """The learned router's decision (reports to observation to policy, `LearnedRouting.route`) timed alone, in
+    this process with Serve shut down, on the states of a real simulated episode of the policy's cluster: what a
+    decision costs without the demo's own replicas competing for the CPU."""
+    from vidur_ppo.serve.policy import LearnedRouting
+    from vidur_ppo.serve.request import request_sizes, request_vector
+    from vidur_ppo.serve.stats import env_reports
+
+    env = spec.for_suite_scenario({"name": "overhead"}, decisions + 10).make()
+    obs, _ = env.reset(seed=seed)
+    routing = LearnedRouting(run_dir)
+    times = []
+    for _ in range(decisions):
+        now = env.driver.now
+        reports = env_reports(env, now)
+        body = {"prompt_tokens": int(obs["request"][0]), "predicted_output_tokens": int(obs["request"][1])}
+        t0 = time.perf_counter()
+        action, _ = routing.route(reports, request_vector(*request_sizes((), body)), now)
+        times.append(time.perf_counter() - t0)
+        obs, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    ms = np.array(times) * 1e3
+    return {"decisions": len(ms), **{f"p{q}_ms": float(np.percentile(ms, q)) for q in QUANTILES}}
+
+
 async def replay(url: str, trace, predicted, time_scale: float) -> List[Dict[str, Any]]:
     """POST every request of the trace at its arrival time (/ time_scale); the engine's answers, in trace order."""
     import aiohttp
@@ -151,12 +177,13 @@ def write(summary: Dict[str, Any], results: Dict[str, Any], meta: Dict[str, Any]
                                                               for q in QUANTILES) + f" | {s['replica_share']} |")
     ci = summary.get("paired_ci_learned_minus_pow2", {})
     lr = summary.get("learned_router") or {}
+    oh = summary["decision_overhead_alone"]
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     text = f"""# The trained router in Ray Serve
 
 `python experiments/serve_demo.py {meta['argv']}` ({meta['wall_s']:.0f} s). Ray {meta['ray']}, machine: {meta['machine']},
-load average before / after: {meta['loadavg_before']} / {meta['loadavg_after']}. **A shared machine: the lead re-runs
-the final numbers on a quiet one.**
+load average before / after: {meta['loadavg_before']} / {meta['loadavg_after']} (the demo's own processes: an
+ingress, a proxy, {meta['replicas']} engine replicas simulating in real time and the HTTP client, on these cores).
 
 Setup: an HTTP ingress and {meta['replicas']} simulated engine replicas (vidur replicas served against the wall clock,
 `vidur_ppo/serve/engine.py`; cluster {meta['cluster']}), routing stats every {meta['stats_period_s']} s. Trace: family
@@ -175,7 +202,9 @@ Paired bootstrap 95% CIs, learned - power-of-two (s, {BOOTSTRAP} resamples of th
 
 Learned router: {lr.get('learned_decisions')} learned decisions, fallbacks {lr.get('fallbacks')} (rate
 {fmt(lr.get('fallback_rate'))}); decision overhead P50 {fmt(lr.get('decision_ms_p50'))} ms, P99
-{fmt(lr.get('decision_ms_p99'))} ms (stats to observation to policy, in the ingress; the CPU is shared).
+{fmt(lr.get('decision_ms_p99'))} ms (stats to observation to policy, in the ingress, sharing the cores with the engines
+it routes to). The same decision code timed alone after Serve shut down, on {oh['decisions']} states of a simulated
+episode of the policy's cluster: P50 {oh['p50_ms']:.2f} ms, P90 {oh['p90_ms']:.2f} ms, P99 {oh['p99_ms']:.2f} ms.
 
 ![TTFT CDF]({NAME}.png)
 """
@@ -192,6 +221,7 @@ def main() -> None:
     p.add_argument("--stats-period", type=float, default=0.1, help="request_routing_stats_period_s")
     p.add_argument("--seed", type=int, default=100_000)
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--decisions", type=int, default=2000, help="decisions timed alone after the demo")
     p.add_argument("--out", default=str(ROOT / "experiments/results"))
     args = p.parse_args()
 
@@ -225,6 +255,7 @@ def main() -> None:
             "seed": args.seed, "time_scale": args.time_scale, "stats_period_s": args.stats_period,
             "wall_s": time.time() - started}
     summary = summarise(results, args.seed)
+    summary["decision_overhead_alone"] = decision_overhead(args.policy, spec, args.decisions, args.seed)
     write(summary, results, meta, Path(args.out))
     print((Path(args.out) / f"{NAME}.md").read_text())
 

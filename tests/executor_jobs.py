@@ -25,3 +25,8 @@ def recorded(job):
     runs, seed = job
     (Path(runs) / str(seed)).touch()
     return {"seed": seed, "square": seed * seed}
+
+
+def environment_variable(name):
+    """The worker's value of an environment variable."""
+    return os.environ.get(name)

@@ -19,7 +19,7 @@ from vidur_ppo.executor import (JOURNAL_DIR, ExecutorConfig, JobJournal, LocalEx
 from vidur_ppo.evaluate import output_dir
 
 import executor_jobs
-from executor_jobs import die_once, recorded
+from executor_jobs import die_once, environment_variable, recorded
 
 ray = pytest.importorskip("ray")
 
@@ -105,6 +105,14 @@ def test_an_interrupted_suite_resumes_from_its_journal(local_ray, local_suite, t
     JobJournal(resumed / JOURNAL_DIR).put(job_key(safe_suite_job, jobs[0]), first)
     run_suite({}, ev, resumed, executor=RAY)
     assert (resumed / "metrics.csv").read_bytes() == (local / "metrics.csv").read_bytes()
+
+
+def test_local_workers_see_the_environment_of_the_moment_not_the_fork_servers(monkeypatch):
+    """Local workers fork from a fork server started once per process (executor.worker_context); a variable set
+    after it started (VIDUR_PPO_CACHE_DIR in a test, a user's script) still reaches the jobs, as with spawn."""
+    run_jobs(["VIDUR_PPO_TEST_VAR"], 1, fn=environment_variable)  # the fork server is running from here on
+    monkeypatch.setenv("VIDUR_PPO_TEST_VAR", "set later")
+    assert run_jobs(["VIDUR_PPO_TEST_VAR"] * 2, 2, fn=environment_variable) == ["set later"] * 2
 
 
 def test_job_keys_are_stable_and_tell_jobs_apart(local_suite):

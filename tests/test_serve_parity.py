@@ -15,8 +15,8 @@ from vidur_ppo.build import env_spec
 from vidur_ppo.checkpoint import load_policy
 from vidur_ppo.serve.policy import LearnedRouting
 from vidur_ppo.serve.request import request_sizes, request_vector
-from vidur_ppo.serve.stats import (RANK, REPORTED_AT, ROUTING_STATS_KEYS, RoutedRequest, not_yet_reported,
-                                   routing_stats, state_matrix)
+from vidur_ppo.serve.stats import (RANK, REPORTED_AT, ROUTING_STATS_KEYS, RoutedRequest, env_reports,
+                                   not_yet_reported, routing_stats, state_matrix)
 from vidur_ppo.sim.driver import ReplicaColumn
 
 from test_config import CONF
@@ -40,18 +40,6 @@ def run_dir(tmp_path_factory):
     return path
 
 
-def reports_of(env, now):
-    """What each replica of the env's simulation would report: its state row, KV capacity in blocks."""
-    state = env.driver.replica_state()
-    blocks = [rs._cache_config.num_blocks for rs in env.driver._replica_schedulers]
-    rows = []
-    for i, row in enumerate(state):
-        row = row.copy()
-        row[ReplicaColumn.kv_capacity] = blocks[i]
-        rows.append(routing_stats(row, rank=i, reported_at=now))
-    return state, rows
-
-
 def test_serve_router_decides_as_the_env(run_dir):
     env = env_spec(load_policy(run_dir)[1]).for_suite_scenario({"name": "parity"}, DECISIONS + 20).make()
     assert len(set(env.replica_speed)) == 2  # a mixed cluster: speed and kv_capacity differ per replica
@@ -63,7 +51,7 @@ def test_serve_router_decides_as_the_env(run_dir):
     picks = []
     for _ in range(DECISIONS):
         now = env.driver.now
-        state, reports = reports_of(env, now)
+        state, reports = env.driver.replica_state(), env_reports(env, now)
         assert all(set(ROUTING_STATS_KEYS) <= set(r) for r in reports)
         np.testing.assert_allclose(state_matrix(reports, now), state, rtol=1e-12)
         # the client's request body: prompt length and the predicted output length the env told its router

@@ -76,3 +76,17 @@ def state_matrix(stats: Sequence[Mapping[str, Any]], now: Optional[float] = None
 def not_yet_reported(routed: List[RoutedRequest], reported_at: float) -> List[RoutedRequest]:
     """The requests of `routed` sent after a report taken at `reported_at` (the rest it already counts)."""
     return [r for r in routed if r.routed_at > reported_at]
+
+
+def env_reports(env, now: float) -> List[Dict[str, float]]:
+    """What each replica of a simulator env would report at `now`: its `replica_state` row, its KV capacity
+    in blocks (as a Serve replica knows it), its rank. For checking the Serve side against the env
+    (tests/test_serve_parity.py) and timing its decisions on realistic states (experiments/serve_demo.py)."""
+    state = env.driver.replica_state()
+    blocks = [rs._cache_config.num_blocks for rs in env.driver._replica_schedulers]
+    rows = []
+    for i, row in enumerate(state):
+        row = row.copy()
+        row[ReplicaColumn.kv_capacity] = blocks[i]
+        rows.append(routing_stats(row, rank=i, reported_at=now))
+    return rows
