@@ -57,7 +57,7 @@ def trace_for(spec, family: str, load: float, duration: float, seed: int):
 
 def decision_overhead(run_dir: str, spec, decisions: int, seed: int) -> Dict[str, float]:
     """The learned router's decision (reports to observation to policy, `LearnedRouting.route`) timed alone, in
-    this process with Serve shut down, on the states of a real simulated episode of the policy's cluster: what a
+    this process before Ray starts, on the states of a real simulated episode of the policy's cluster: what a
     decision costs without the demo's own replicas competing for the CPU."""
     from vidur_ppo.serve.policy import LearnedRouting
     from vidur_ppo.serve.request import request_sizes, request_vector
@@ -203,7 +203,7 @@ Paired bootstrap 95% CIs, learned - power-of-two (s, {BOOTSTRAP} resamples of th
 Learned router: {lr.get('learned_decisions')} learned decisions, fallbacks {lr.get('fallbacks')} (rate
 {fmt(lr.get('fallback_rate'))}); decision overhead P50 {fmt(lr.get('decision_ms_p50'))} ms, P99
 {fmt(lr.get('decision_ms_p99'))} ms (stats to observation to policy, in the ingress, sharing the cores with the engines
-it routes to). The same decision code timed alone after Serve shut down, on {oh['decisions']} states of a simulated
+it routes to). The same decision code timed alone before Ray started, on {oh['decisions']} states of a simulated
 episode of the policy's cluster: P50 {oh['p50_ms']:.2f} ms, P90 {oh['p90_ms']:.2f} ms, P99 {oh['p99_ms']:.2f} ms.
 
 ![TTFT CDF]({NAME}.png)
@@ -239,6 +239,7 @@ def main() -> None:
     speeds = list(replica_speeds(spec.cluster, spec.workload))
     trace, predicted, qps = trace_for(spec, args.family, args.load, args.duration, args.seed)
     print(f"{len(trace.arrived_at)} requests at {qps:.2f} req/s on {spec.cluster.num_replicas} replicas", file=sys.stderr)
+    overhead = decision_overhead(args.policy, spec, args.decisions, args.seed)  # before Ray: nothing else running
     start_quietly(http_port=args.port)
     results = {}
     for name, run_dir in (("learned", args.policy), ("pow2", None)):
@@ -255,7 +256,7 @@ def main() -> None:
             "seed": args.seed, "time_scale": args.time_scale, "stats_period_s": args.stats_period,
             "wall_s": time.time() - started}
     summary = summarise(results, args.seed)
-    summary["decision_overhead_alone"] = decision_overhead(args.policy, spec, args.decisions, args.seed)
+    summary["decision_overhead_alone"] = overhead
     write(summary, results, meta, Path(args.out))
     print((Path(args.out) / f"{NAME}.md").read_text())
 
