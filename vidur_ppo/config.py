@@ -17,7 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vidur_ppo.checks import ConfigError, check, positive
 from vidur_ppo.eval.suite import EvalConfig
-from vidur_ppo.executor import ExecutorConfig
+from vidur_ppo.executor import ExecutorConfig  # the evaluate app's `executor` group
 from vidur_ppo.models import MODELS
 from vidur_ppo.ppo.bc import BCConfig
 from vidur_ppo.ppo.config import PPOConfig
@@ -69,7 +69,6 @@ class TrainConfig:
     curriculum: Any = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
-    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where bc.label_workers > 1 labels (conf/executor/)
     bc: BCConfig = field(default_factory=BCConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     seed: int = 0
