@@ -234,7 +234,11 @@ def main() -> None:
     from vidur_ppo.serve.deployment import start_quietly
 
     started, load_before = time.time(), os.getloadavg()
-    cfg = load_policy(args.policy)[1]
+    try:
+        cfg = load_policy(args.policy)[1]
+    except FileNotFoundError as exc:  # a fresh clone has no multirun/: say how to get a run dir
+        p.exit(2, f"--policy: {exc}; train one with `python -m vidur_ppo.train experiment=slo_router seed=0 "
+                  f"hydra.run.dir={DEFAULT_POLICY.relative_to(ROOT)}` or pass --policy <run dir>\n")
     spec = env_spec(cfg)
     speeds = list(replica_speeds(spec.cluster, spec.workload))
     trace, predicted, qps = trace_for(spec, args.family, args.load, args.duration, args.seed)
