@@ -30,7 +30,7 @@ from vidur.simulator import Simulator
 from vidur.types import ReplicaId
 
 from vidur_ppo.sim import compat
-from vidur_ppo.sim.cluster import ClusterSpec
+from vidur_ppo.sim.cluster import ClusterSpec, new_request
 from vidur_ppo.sim.driver import ReplicaColumn, replica_state
 from vidur_ppo.sim.trace import Trace
 
@@ -127,9 +127,7 @@ class SimulatedEngine:
         now = self.now()
         self.advance(now)  # every event before the arrival first, as vidur orders them
         self.sim._set_time(max(now, self.sim._time))
-        request = Request(arrived_at=self.sim._time, num_prefill_tokens=int(prompt_tokens),
-                          num_decode_tokens=int(output_tokens))
-        request.vp_decode_tokens, request.vp_prefix_hashes, request.vp_prefix_hit_tokens = int(output_tokens), None, 0
+        request = new_request(self.sim._time, prompt_tokens, output_tokens)
         predicted = int(output_tokens if predicted_output_tokens is None else predicted_output_tokens)
         self.requests[request.id] = request
         self.length_error[request.id] = predicted - int(output_tokens)

@@ -53,7 +53,6 @@ class LearnedRouting:
         features = self.features(state, request, now)
         return self.policy({"features": features}), features
 
-
     def route(self, reports: Sequence[Mapping[str, float]], request: np.ndarray, now: float,
               routed_since: Optional[Sequence[Sequence[RoutedRequest]]] = None) -> Tuple[int, np.ndarray]:
         """`decide` on the state the replicas' routing stats describe (in rank order, serve/stats.py): the

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vidur_ppo.sim.driver import RequestColumn
+from vidur_ppo.sim.driver import request_columns
 
 PROMPT_TOKENS = "prompt_tokens"
 PREDICTED_OUTPUT_TOKENS = "predicted_output_tokens"
@@ -45,8 +45,5 @@ def request_sizes(args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tuple[float
 
 
 def request_vector(prompt_tokens: float, predicted_output_tokens: float) -> np.ndarray:
-    """The `RequestColumn`s of a request, as `sim/driver.request_vector` builds them in the env."""
-    out = np.zeros(len(RequestColumn), dtype=np.float32)
-    out[RequestColumn.prefill_tokens] = prompt_tokens
-    out[RequestColumn.decode_tokens] = predicted_output_tokens
-    return out
+    """The `RequestColumn`s of a request, laid out as the env's (`sim/driver.request_columns`)."""
+    return request_columns(prompt_tokens, predicted_output_tokens)

@@ -90,12 +90,17 @@ class GivenRequestsGenerator(BaseRequestGenerator):
         g = t.prefix_block_tokens
         requests = []
         for a, p, d, h in zip(t.arrived_at, t.num_prefill_tokens, t.num_decode_tokens, hashes):
-            r = Request(arrived_at=float(a), num_prefill_tokens=int(p), num_decode_tokens=int(d))
-            r.vp_decode_tokens = int(d)  # kept: a preemption restart rewrites _num_decode_tokens
-            r.vp_prefix_hashes = None if h is None else BlockHashes(h[: int(p) // g].tolist())
-            r.vp_prefix_hit_tokens = 0
-            requests.append(r)
+            requests.append(new_request(a, p, d, None if h is None else BlockHashes(h[: int(p) // g].tolist())))
         return requests
+
+
+def new_request(arrived_at: float, prompt_tokens: int, output_tokens: int, prefix_hashes=None) -> Request:
+    """A vidur `Request` with the attributes this project's schedulers read: its true output length
+    (`vp_decode_tokens`, kept: a preemption restart rewrites _num_decode_tokens), its prompt's block hashes
+    (`vp_prefix_hashes`, None: no prefix sharing) and the prefix cache's hit (`vp_prefix_hit_tokens`)."""
+    r = Request(arrived_at=float(arrived_at), num_prefill_tokens=int(prompt_tokens), num_decode_tokens=int(output_tokens))
+    r.vp_decode_tokens, r.vp_prefix_hashes, r.vp_prefix_hit_tokens = int(output_tokens), prefix_hashes, 0
+    return r
 
 
 @dataclass

@@ -72,15 +72,22 @@ def prefix_key(request: Request) -> int:
     return 1 + int(hashes[0]) % (PREFIX_KEY_SPACE - 1) if hashes else 0
 
 
+def request_columns(prompt_tokens: float = 0.0, output_tokens: float = 0.0, key: float = 0.0) -> np.ndarray:
+    """The `RequestColumn`s of a request from its sizes (the one layout: the env's and Serve's requests)."""
+    out = np.zeros(len(RequestColumn), dtype=np.float32)
+    out[RequestColumn.prefill_tokens] = prompt_tokens
+    out[RequestColumn.decode_tokens] = output_tokens
+    out[RequestColumn.prefix_key] = key
+    return out
+
+
 def request_vector(request: Optional[Request], predicted: Optional[np.ndarray] = None) -> np.ndarray:
     """`RequestColumn`s of an arriving request (zeros for None); the output length as predicted
     (`predicted[request id]`; None: the request's own, the true one outside a lookahead fork)."""
-    out = np.zeros(len(RequestColumn), dtype=np.float32)
-    if request is not None:
-        out[RequestColumn.prefill_tokens] = request.num_prefill_tokens
-        out[RequestColumn.decode_tokens] = request.num_decode_tokens if predicted is None else predicted[request.id]
-        out[RequestColumn.prefix_key] = prefix_key(request)
-    return out
+    if request is None:
+        return request_columns()
+    output = request.num_decode_tokens if predicted is None else predicted[request.id]
+    return request_columns(request.num_prefill_tokens, output, prefix_key(request))
 
 
 class SimulationError(RuntimeError):
