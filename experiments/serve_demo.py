@@ -1,7 +1,7 @@
 """The trained router in Ray Serve (issue 26): simulated engine replicas driven over HTTP by one trace, routed once
 by the learned router and once by Serve's default power-of-two router.
 
-    python experiments/serve_demo.py [--policy RUN_DIR] [--family chat] [--load 0.8] [--duration 60] [--time-scale 1]
+    python experiments/serve_demo.py [--policy RUN_DIR] [--family summarisation] [--load 0.8] [--duration 60] [--time-scale 1]
 
 The Serve app (vidur_ppo/serve/deployment.py): an HTTP ingress in front of one engine replica per replica of the
 policy's training cluster (the headline run: 2 A100 + 2 H100, Llama-2-7B), each a vidur replica served against the
@@ -214,7 +214,8 @@ episode of the policy's cluster: P50 {oh['p50_ms']:.2f} ms, P90 {oh['p90_ms']:.2
 def main() -> None:
     p = arg_parser(__doc__)
     p.add_argument("--policy", default=str(DEFAULT_POLICY), help="trained run dir (features other than prefix)")
-    p.add_argument("--family", default="chat", help="workload family (conf/workload/<name>.yaml, synthetic)")
+    p.add_argument("--family", default="summarisation",
+                   help="workload family (conf/workload/<name>.yaml, synthetic); the default is held out of the headline router's training")
     p.add_argument("--load", type=float, default=0.8, help="rho: share of the cluster's saturation throughput")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per router")
     p.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per wall-clock second")
