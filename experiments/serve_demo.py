@@ -58,27 +58,14 @@ def trace_for(spec, family: str, load: float, duration: float, seed: int):
 def decision_overhead(run_dir: str, spec, decisions: int, seed: int) -> Dict[str, float]:
     """The learned router's decision (reports to observation to policy, `LearnedRouting.route`) timed alone, in
     this process before Ray starts, on the states of a real simulated episode of the policy's cluster: what a
-    decision costs without the demo's own replicas competing for the CPU."""
+    decision costs without the demo's own replicas competing for the CPU (serve/overhead.py, as
+    experiments/bench_decision.py times it)."""
+    from vidur_ppo.serve import overhead
     from vidur_ppo.serve.policy import LearnedRouting
-    from vidur_ppo.serve.request import request_sizes, request_vector
-    from vidur_ppo.serve.stats import env_reports
 
     env = spec.for_suite_scenario({"name": "overhead"}, decisions + 10).make()
-    obs, _ = env.reset(seed=seed)
-    routing = LearnedRouting(run_dir)
-    times = []
-    for _ in range(decisions):
-        now = env.driver.now
-        reports = env_reports(env, now)
-        body = {"prompt_tokens": int(obs["request"][0]), "predicted_output_tokens": int(obs["request"][1])}
-        t0 = time.perf_counter()
-        action, _ = routing.route(reports, request_vector(*request_sizes((), body)), now)
-        times.append(time.perf_counter() - t0)
-        obs, _, terminated, truncated, _ = env.step(action)
-        if terminated or truncated:
-            break
-    ms = np.array(times) * 1e3
-    return {"decisions": len(ms), **{f"p{q}_ms": float(np.percentile(ms, q)) for q in QUANTILES}}
+    ms = overhead.time_decisions(env, {"learned": LearnedRouting(run_dir)}, decisions, seed)[0]["learned"]
+    return {"decisions": len(ms), **overhead.percentiles(ms)}
 
 
 async def replay(url: str, trace, predicted, time_scale: float) -> List[Dict[str, Any]]:
@@ -204,7 +191,8 @@ Learned router: {lr.get('learned_decisions')} learned decisions, fallbacks {lr.g
 {fmt(lr.get('fallback_rate'))}); decision overhead P50 {fmt(lr.get('decision_ms_p50'))} ms, P99
 {fmt(lr.get('decision_ms_p99'))} ms (stats to observation to policy, in the ingress, sharing the cores with the engines
 it routes to). The same decision code timed alone before Ray started, on {oh['decisions']} states of a simulated
-episode of the policy's cluster: P50 {oh['p50_ms']:.2f} ms, P90 {oh['p90_ms']:.2f} ms, P99 {oh['p99_ms']:.2f} ms.
+episode of the policy's cluster (serve/overhead.py): P50 {oh['p50_ms']:.2f} ms, P90 {oh['p90_ms']:.2f} ms, P99
+{oh['p99_ms']:.2f} ms, max {oh['max_ms']:.2f} ms.
 
 ![TTFT CDF]({NAME}.png)
 """
@@ -222,7 +210,7 @@ def main() -> None:
     p.add_argument("--stats-period", type=float, default=0.1, help="request_routing_stats_period_s")
     p.add_argument("--seed", type=int, default=100_000)
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--decisions", type=int, default=2000, help="decisions timed alone after the demo")
+    p.add_argument("--decisions", type=int, default=2000, help="decisions timed alone before the demo")
     p.add_argument("--out", default=str(ROOT / "experiments/results"))
     args = p.parse_args()
 

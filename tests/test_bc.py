@@ -96,3 +96,32 @@ def test_sigterm_ends_labelling_at_the_next_decision():
         train_bc(model, demos, epochs=50, lr=1e-3, seq_len=16, stop=stop,
                  bar=_recording(bars, lambda: os.kill(os.getpid(), signal.SIGTERM)))
     assert bars[-1].n == 1  # within one epoch
+
+
+def test_episodes_labelled_in_parallel_are_the_ones_labelled_in_process():
+    """bc.label_workers > 1: the teacher's episodes and the policy-driven (DAgger) ones, labelled by two local
+    workers from the slots' specs, equal the in-process demonstrations, slot rotation included."""
+    import dataclasses
+
+    from vidur_ppo.build import EnvSpec
+    from vidur_ppo.eval.paired import TorchPolicy
+    from vidur_ppo.ppo.bc import EpisodeLabeller
+    from vidur_ppo.routing.features import features_config
+    from vidur_ppo.routing.rewards import reward_config
+    from vidur_ppo.routing.safety import SafetyConfig
+    from vidur_ppo.sim.cluster import ClusterSpec
+
+    spec = EnvSpec(ClusterSpec(num_replicas=2), {**WL, "num_requests": 30}, reward_config(None),
+                   features_config("queue"), SafetyConfig())
+    slots = [spec, dataclasses.replace(spec, workload={**spec.workload, "qps": 20.0})]
+    envs = [s.make() for s in slots]
+    torch.manual_seed(0)
+    model = make_model({"name": "attn_gru"}, 2, envs[0].features.num_features)
+    labeller = EpisodeLabeller(slots, None, workers=2)
+    for learner, first in ((None, 0), (TorchPolicy(model), 1)):
+        here = collect_demos(envs, "jsq", [5, 6, 7], learner=learner, first=first)
+        there = collect_demos(envs, "jsq", [5, 6, 7], learner=learner, first=first, labeller=labeller)
+        assert len(here) == len(there) == 3
+        for a, b in zip(here, there):
+            assert torch.equal(a.feats, b.feats) and torch.equal(a.actions, b.actions)
+            assert a.learner_agreement == b.learner_agreement

@@ -21,7 +21,7 @@ CASES = [
     ["model=attn_gru", "features=full", "ppo.vector_mode=policy_workers"], ["model=attn_gru", "model.share_encoder=false", "model.gated=true"],
     ["ppo=adaptive", "bc.enabled=true"], ["ppo=adaptive", "ppo.entropy_schedule=target_entropy", "ppo.target_entropy=0.5",
                                           "ppo.kl_adapt_lr=true"],
-    ["experiment=headline", "bc.enabled=true"], ["experiment=headline", "reward.credit=decision"],
+    ["experiment=headline", "bc.enabled=true", "bc.label_workers=2"], ["experiment=headline", "reward.credit=decision"],
     ["reward.credit=decision", "ppo.vector_mode=policy_workers", "ppo.num_workers=1"], ["experiment=slo_reward"],
     ["workload=system_prompt", "env.prefix_caching=true", "features=prefix"],  # experiment=prefix_router's parts
 ]

@@ -122,16 +122,40 @@ def test_divergence_stops_with_one_line_and_a_finite_checkpoint(tmp_path):
         assert "diverged" in (run_dir / "events.csv").read_text()
 
 
-def test_sigterm_during_bc_stops_there_and_resume_runs_bc_again(tmp_path):
-    # the legacy pipeline, BC from 20 teacher episodes (seconds); SIGTERM once the run dir is set up
-    proc = _start(tmp_path, "experiment=legacy", "bc.episodes=20", "ppo.num_updates=1")
-    deadline = time.time() + 240
-    while not (tmp_path / "features.json").exists() and proc.poll() is None and time.time() < deadline:
+def _label_workers_busy(proc, n: int, timeout: float = 240) -> None:
+    """Wait until the run has its fork server and `n` label workers (bc.label_workers=n) under it."""
+    import psutil
+
+    deadline = time.time() + timeout
+    while proc.poll() is None and time.time() < deadline:
+        if len(psutil.Process(proc.pid).children(recursive=True)) >= n + 1:
+            return
         time.sleep(0.05)
+    pytest.fail(f"no {n} label workers within {timeout} s: {proc.poll()}")
+
+
+def _group_gone(pgid: int, timeout: float = 15) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_sigterm_during_bc_stops_there_and_resume_runs_bc_again(tmp_path):
+    # the legacy pipeline, BC from 20 teacher episodes labelled by two local workers (seconds); SIGTERM to the
+    # whole group (the fork server and the workers die with it) while they label: the run must still stop
+    # within a second, not wait for episodes that will never come back, and leave no process behind
+    proc = _start(tmp_path, "experiment=legacy", "bc.episodes=20", "bc.label_workers=2", "ppo.num_updates=1")
+    _label_workers_busy(proc, 2)
     time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err[-2000:]
+    assert _group_gone(proc.pid), "a process of the stopped run is still alive"
     assert _said(err, signal.SIGTERM) == 1 and "Traceback" not in err
     assert "BC warm start" not in err and not (tmp_path / "checkpoint.pt").exists()  # stopped inside BC
     assert f"continue with: python -m vidur_ppo.train resume={tmp_path}" in err.strip().splitlines()[-1]

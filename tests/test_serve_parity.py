@@ -4,16 +4,19 @@ A real trained run (debug=smoke, one PPO update, the recurrent attn_gru model, `
 A100 + H100 cluster so the relative speed / KV-capacity columns matter) routes a real env episode; at every
 decision the env's replica state is turned into the routing-stats dicts Serve replicas report, and the Serve
 side's decision code (`LearnedRouting.route`, what `LearnedRequestRouter` calls) must rebuild the env's
-observation exactly and pick the env policy's replica, its feature trends and recurrent state carried along.
+observation exactly and pick the env policy's replica, its feature trends and recurrent state carried along. Its
+traced forward (`TracedPolicy`) must give the eager forward's logits bit for bit, on any replica count.
 """
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from vidur_ppo.build import env_spec
+from vidur_ppo.routing.features import SeenLengths
 from vidur_ppo.checkpoint import load_policy
-from vidur_ppo.serve.policy import LearnedRouting
+from vidur_ppo.serve.policy import LearnedRouting, TracedPolicy
 from vidur_ppo.serve.request import request_sizes, request_vector
 from vidur_ppo.serve.stats import (RANK, REPORTED_AT, ROUTING_STATS_KEYS, RoutedRequest, env_reports,
                                    not_yet_reported, routing_stats, state_matrix)
@@ -45,6 +48,7 @@ def test_serve_router_decides_as_the_env(run_dir):
     assert len(set(env.replica_speed)) == 2  # a mixed cluster: speed and kv_capacity differ per replica
     env_policy, _ = load_policy(run_dir)
     serve_side = LearnedRouting(run_dir)
+    assert isinstance(serve_side.policy, TracedPolicy)  # the serving path, not the env's eager one
     assert serve_side.feature_names == tuple(env.features.names)
     obs, _ = env.reset(seed=SEED)
     env_policy.reset()
@@ -60,11 +64,54 @@ def test_serve_router_decides_as_the_env(run_dir):
         action, features = serve_side.route(reports, request, now)
         env_action = env_policy(obs)
         np.testing.assert_array_equal(features, obs["features"])
+        assert torch.equal(serve_side.policy.logits, env_policy.logits)  # bit for bit, not only the argmax
         assert action == env_action
         picks.append(action)
         obs, _, terminated, truncated, _ = env.step(env_action)
         assert not (terminated or truncated)
     assert serve_side.policy.state is not None  # a recurrent model: its state was carried across decisions
+
+
+def test_traced_policy_is_the_eager_policy_on_any_replica_count(run_dir):
+    """A replica joining or leaving mid-episode: the traced forward traces the new shape and still gives the eager
+    forward's logits bit for bit, the recurrent state carried across shapes; a reset starts both afresh."""
+    eager, _ = load_policy(run_dir)
+    traced = TracedPolicy(load_policy(run_dir)[0])
+    rng = np.random.default_rng(0)
+    num_features = eager.model.num_features
+    for episode in range(2):
+        eager.reset()
+        traced.reset()
+        for replicas in (2, 2, 3, 5, 2, 3, 1):
+            obs = {"features": rng.random((replicas, num_features), dtype=np.float32) * (1 + episode)}
+            eager.attention_sum = None  # its episode's attention map sums one replica count only
+            assert traced(obs) == eager(obs)
+            assert torch.equal(traced.logits, eager.logits)
+    assert len(traced._steps) == 4  # one trace per replica count
+
+
+@pytest.mark.parametrize("kind", ["tokens", "fractional", "a fraction late", "zero and negative zero"])
+def test_length_history_ranks_as_numpy_over_all_lengths(kind):
+    """A Serve router is one episode as long as it runs: `SeenLengths` ranks a length in O(distinct lengths) while
+    they are token counts, and must give numpy's results over every length seen, bit for bit, in any case."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(0, 3000, 2000).astype(float)
+    if kind == "fractional":
+        lengths = rng.random(2000) * 3000
+    elif kind == "a fraction late":
+        lengths[1000] = 12.5
+    elif kind == "zero and negative zero":
+        lengths[::7], lengths[500] = 0.0, -0.0
+    seen = SeenLengths(capacity=16)  # grown many times
+    for i, length in enumerate(lengths):
+        seen.append(length)
+        if i == 0:
+            continue
+        a = lengths[:i + 1]
+        rank = (np.count_nonzero(a < length) + 0.5 * (np.count_nonzero(a == length) - 1)) / i
+        tail = a[a >= length].sum() / max(a.sum(), 1e-9)
+        assert seen.rank_and_tail_share(length) == (rank, tail)
+    assert seen.exact == (kind == "tokens")
 
 
 def test_stale_reports_count_what_was_routed_since():

@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 from omegaconf import DictConfig, OmegaConf
 
 from vidur_ppo.checks import ConfigError, check, from_mapping
+from vidur_ppo.executor import ExecutorConfig, ExecutorKind
 from vidur_ppo.routing.capacity import qps_at_load, saturation_rps
 from vidur_ppo.routing.env import DEFAULT_SLO_E2E, EVAL_SEED_BASE, VidurRoutingEnv
 from vidur_ppo.routing.features import FeaturesConfig, features_config
@@ -262,20 +263,22 @@ def eval_env_spec(cfg: Any, spec: EnvSpec) -> EnvSpec:
 
 
 def make_sampler(spec: Union[EnvSpec, Sequence[EnvSpec]], ppo: Any, model: Any, model_cfg: Any, num_features: int,
-                 seed: int):
+                 seed: int, executor: Optional[ExecutorConfig] = None):
     """The rollout source `ppo.vector_mode` names (ppo/samplers.py), over the run's spec or one spec per
-    slot (`slot_specs`: env k runs slot k % len(slots))."""
+    slot (`slot_specs`: env k runs slot k % len(slots)); policy workers are Ray actors with `executor=ray`."""
     import gymnasium as gym
 
     from vidur_ppo.ppo.config import VectorMode
-    from vidur_ppo.ppo.samplers import PolicyWorkerSampler, VectorEnvSampler
+    from vidur_ppo.ppo.samplers import PolicyWorkerSampler, RayPolicyWorkerSampler, VectorEnvSampler
     from vidur_ppo.ppo.vector import make_vector_env
 
     specs = [spec] if isinstance(spec, EnvSpec) else list(spec)
     slots = [s.kwargs() for s in specs]
     if ppo.vector_mode == VectorMode.policy_workers:  # the policy runs next to the envs, no lock-step
-        return PolicyWorkerSampler(slots, ppo.num_envs, ppo.num_workers, model_cfg, specs[0].cluster.num_replicas,
-                                   num_features, seed=seed)
+        args = (slots, ppo.num_envs, ppo.num_workers, model_cfg, specs[0].cluster.num_replicas, num_features)
+        if executor is not None and executor.kind == ExecutorKind.ray:
+            return RayPolicyWorkerSampler(*args, seed=seed, executor=executor)
+        return PolicyWorkerSampler(*args, seed=seed)
     envs = make_vector_env(ppo.num_envs, mode=str(ppo.vector_mode), num_workers=ppo.num_workers,
                            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP, slots=slots)
     return VectorEnvSampler(envs, model)

@@ -17,10 +17,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from vidur_ppo.checks import ConfigError, check, positive
 from vidur_ppo.eval.suite import EvalConfig
-from vidur_ppo.executor import ExecutorConfig  # the evaluate app's `executor` group
+from vidur_ppo.executor import ExecutorConfig, ExecutorKind
 from vidur_ppo.models import MODELS
 from vidur_ppo.ppo.bc import BCConfig
-from vidur_ppo.ppo.config import PPOConfig
+from vidur_ppo.ppo.config import PPOConfig, VectorMode
 from vidur_ppo.ppo.curriculum import CURRICULA, check_keeps_workload
 from vidur_ppo.routing.env import DEFAULT_SLO_E2E
 from vidur_ppo.routing.features import FEATURE_SETS
@@ -69,6 +69,9 @@ class TrainConfig:
     curriculum: Any = MISSING
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # where a run's parallel work runs (conf/executor/): `ray` makes the policy workers Ray actors
+    # (ppo.vector_mode=policy_workers) and labels bc.label_workers episodes at a time as Ray tasks
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     bc: BCConfig = field(default_factory=BCConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     seed: int = 0
@@ -104,6 +107,19 @@ class TrainConfig:
                   "rollout)", self.ppo.rollout_steps)
         if self.slots:
             self._check_slots()
+        check(self.executor.kind != ExecutorKind.ray or self.ppo.vector_mode == VectorMode.policy_workers
+              or self.bc.label_workers > 1, "executor", "=ray needs work to run there: ppo.vector_mode=policy_workers "
+              "(the rollout workers as Ray actors) or bc.label_workers > 1 (the teacher's episodes as Ray tasks)",
+              str(self.executor.kind))
+        check(self.executor.num_cpus is None or self.executor.num_cpus >= self.parallel_workers(), "executor.num_cpus",
+              f"must be >= the run's parallel workers ({self.parallel_workers()}: ppo.num_workers, bc.label_workers): "
+              "a rollout actor without a CPU would wait forever", self.executor.num_cpus)
+
+    def parallel_workers(self) -> int:
+        """The most processes this run keeps busy at once (policy workers, then label workers): a local
+        Ray's CPUs unless `executor.num_cpus` says."""
+        rollout = self.ppo.num_workers if self.ppo.vector_mode == VectorMode.policy_workers else 1
+        return max(rollout, self.bc.label_workers)
 
     def _check_slots(self) -> None:
         """What a slot list must be before any slot is built (build.slot_specs checks each slot's cluster

@@ -19,6 +19,7 @@ import logging
 import os
 import pickle
 import shutil
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class ExecutorConfig:
     # ray: a running cluster to join ("auto": the one `ray start` made on this machine; "host:6379"; "ray://host:10001");
     # None: start a local Ray of `num_cpus` CPUs for this process
     address: Optional[str] = None
-    num_cpus: Optional[int] = None  # the local Ray's CPUs (None: eval.workers); a joined cluster has its own
+    num_cpus: Optional[int] = None  # the local Ray's CPUs (None: eval.workers; training: its parallel workers); a joined cluster has its own
     max_retries: int = 3  # ray: a job whose worker process or node died runs again, up to this many times
     journal: bool = True  # finished jobs' results in <suite out dir>/.jobs/: a re-run of an interrupted suite resumes
 
@@ -143,7 +144,10 @@ class Executor:
     """Runs `fn` over jobs; results in job order, `progress()` once per finished job (journaled ones too)."""
 
     def map(self, fn: Callable, jobs: Sequence[Any], progress: Optional[Callable[[], Any]] = None,
-            journal: Optional[JobJournal] = None) -> List[Any]:
+            journal: Optional[JobJournal] = None, poll: Optional[Callable[[], Any]] = None) -> List[Any]:
+        """`poll()` runs about every POLL_S seconds while jobs are out: a caller that traps its stop signals
+        raises from it (`StopSignals.check`) and leaving ends the workers, even when a signal to the process
+        group already killed them, so a stop is never stuck waiting on a job that will not come back."""
         keys = [job_key(fn, job) for job in jobs] if journal is not None else []
         results: Dict[int, Any] = {}
         if journal is not None:
@@ -163,12 +167,15 @@ class Executor:
                 progress()
 
         if todo:
-            self._run(fn, todo, finished)
+            self._run(fn, todo, finished, poll or (lambda: None))
         return [results[i] for i in range(len(jobs))]
 
-    def _run(self, fn: Callable, todo: List[tuple], finished: Callable[[int, Any], None]) -> None:
+    def _run(self, fn: Callable, todo: List[tuple], finished: Callable[[int, Any], None],
+             poll: Callable[[], Any]) -> None:
         raise NotImplementedError
 
+
+POLL_S = 0.5  # how often `map` asks its caller's `poll` while it waits for jobs
 
 #: what the local workers' fork server imports once (torch, vidur and the jobs' modules)
 PRELOAD = ["torch", "vidur_ppo.eval.suite", "vidur_ppo.eval.headroom"]
@@ -198,13 +205,83 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int) -> None:
         self.workers = max(1, int(workers))
 
-    def _run(self, fn, todo, finished) -> None:
+    def _run(self, fn, todo, finished, poll) -> None:
+        from multiprocessing import TimeoutError as Pending
+
         # the fork server kept the environment of its start: each worker takes this process's current one,
         # as a spawned worker would (VIDUR_PPO_CACHE_DIR, set after the server started, must reach the jobs)
         with worker_context().Pool(min(self.workers, len(todo)), initializer=_adopt_environment,
-                                   initargs=(dict(os.environ),)) as pool:
-            for i, res in pool.imap_unordered(functools.partial(_indexed, fn), todo):
+                                   initargs=(dict(os.environ),)) as pool:  # leaving terminates the workers
+            results = pool.imap_unordered(functools.partial(_indexed, fn), todo)
+            for _ in todo:
+                while True:
+                    try:
+                        i, res = results.next(timeout=POLL_S)
+                        break
+                    except Pending:
+                        poll()
                 finished(i, res)
+
+
+def _serve_jobs(remote, fn: Callable) -> None:
+    """A `ShieldedExecutor` worker: (index, job) in, ("ok", (index, result)) out, until told to stop (None)."""
+    from vidur_ppo.ppo.vector import ignore_interrupts, send_error
+
+    ignore_interrupts()
+    try:
+        while (item := remote.recv()) is not None:
+            i, job = item
+            remote.send(("ok", (i, fn(job))))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass
+    except Exception:  # noqa: BLE001 - forwarded with its traceback
+        send_error(remote)
+
+
+class ShieldedExecutor(Executor):
+    """`workers` spawned processes that ignore SIGINT and SIGTERM, for a caller that traps them and stops in
+    order (training's BC labelling): a signal to the process group (Ctrl-C, `timeout`, a batch scheduler)
+    leaves the workers to the caller, which at its next `poll` raises and kills them, so a stop neither waits
+    on a job nor leaves a process behind. (`LocalExecutor`'s pool dies with the group, the fork server too;
+    a suite resumes from its journal.)"""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, int(workers))
+
+    def _run(self, fn, todo, finished, poll) -> None:
+        from multiprocessing import get_context
+        from multiprocessing.connection import wait
+
+        ctx, queue, procs, busy = get_context("spawn"), list(todo), [], {}
+        try:
+            for _ in range(min(self.workers, len(todo))):
+                remote, work = ctx.Pipe()
+                proc = ctx.Process(target=_serve_jobs, args=(work, fn), daemon=True)
+                proc.start()
+                work.close()
+                procs.append(proc)
+                busy[remote] = proc
+                remote.send(queue.pop(0))
+            while busy:
+                ready = wait([*busy, *(p.sentinel for p in busy.values())], timeout=POLL_S)
+                poll()
+                for remote in [r for r in busy if r in ready or busy[r].sentinel in ready]:
+                    if not remote.poll():
+                        raise RuntimeError(f"a worker process died (exit code {busy[remote].exitcode})")
+                    status, payload = remote.recv()
+                    if status == "error":
+                        raise RuntimeError(f"a job failed in its worker:\n{payload}")
+                    finished(*payload)
+                    if queue:
+                        remote.send(queue.pop(0))
+                    else:
+                        remote.send(None)
+                        del busy[remote]
+        finally:
+            for proc in procs:  # they ignore SIGTERM: leaving early (a stop, an error) kills them
+                if proc.is_alive() and busy:
+                    proc.kill()
+                proc.join()
 
 
 def _call(fn: Callable, job: Any) -> Any:
@@ -218,16 +295,22 @@ class RayExecutor(Executor):
     def __init__(self, cfg: ExecutorConfig, workers: int) -> None:
         self.cfg, self.workers = cfg, max(1, int(workers))
 
-    def _run(self, fn, todo, finished) -> None:
+    def _run(self, fn, todo, finished, poll) -> None:
         ray = connect(self.cfg, self.workers)
         task = ray.remote(_call).options(num_cpus=1, max_retries=self.cfg.max_retries, retry_exceptions=False)
         fn_ref = ray.put(fn)
         index = {task.remote(fn_ref, job): i for i, job in todo}
         pending = list(index)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            for ref in done:
-                finished(index[ref], ray.get(ref))
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1, timeout=POLL_S)
+                for ref in done:
+                    finished(index[ref], ray.get(ref))
+                if not done:
+                    poll()
+        finally:
+            for ref in pending:  # left early (a stop, an error): the jobs still out are not wanted
+                ray.cancel(ref, force=True)
 
 
 def connect(cfg: ExecutorConfig, workers: int):
@@ -244,18 +327,28 @@ def connect(cfg: ExecutorConfig, workers: int):
         cpus = int(ray.cluster_resources().get("CPU", 0))
         print(f"ray: joined the cluster at {cfg.address} ({len(ray.nodes())} nodes, {cpus} CPUs)", file=sys.stderr)
     else:
-        ray.init(num_cpus=cfg.num_cpus or workers, **quiet)
+        # Ray's services (GCS, raylet) would share this process group and die of a SIGTERM sent to it, leaving a
+        # driver that traps it (training) unable to checkpoint its actors' episodes: they start with SIGTERM
+        # blocked (a signal mask is inherited), so the driver stops them in order (ray.shutdown at exit; the
+        # price: ~4 s more, Ray waiting a second on each before SIGKILL). Ray workers get a session of their own.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            ray.init(num_cpus=cfg.num_cpus or workers, **quiet)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         print(f"ray: started a local Ray with {cfg.num_cpus or workers} CPUs", file=sys.stderr)
     return ray
 
 
-def make_executor(executor: Union[int, ExecutorConfig, Executor, None], workers: int = 1) -> Executor:
+def make_executor(executor: Union[int, ExecutorConfig, Executor, None], workers: int = 1,
+                  shielded: bool = False) -> Executor:
     """The one dispatch: a worker count (the callers of `run_jobs` before executors existed) is the local
-    executor; an ExecutorConfig its kind; an Executor itself."""
+    executor; an ExecutorConfig its kind; an Executor itself. `shielded`: local workers that leave the
+    process group's stop signals to the caller (`ShieldedExecutor`)."""
     if isinstance(executor, Executor):
         return executor
-    if executor is None or isinstance(executor, int):
-        return LocalExecutor(workers if executor is None else executor)
-    if executor.kind == ExecutorKind.ray:
+    if isinstance(executor, ExecutorConfig) and executor.kind == ExecutorKind.ray:
         return RayExecutor(executor, workers)
-    return LocalExecutor(workers)
+    if isinstance(executor, int):
+        workers = executor
+    return ShieldedExecutor(workers) if shielded else LocalExecutor(workers)

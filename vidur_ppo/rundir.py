@@ -27,7 +27,7 @@ RUN_FILES = ("metrics.csv", "events.csv", checkpoint.CHECKPOINT, "config.yaml", 
 DISTILLED = "distilled"
 #: what `resume=` may change: budgets and reporting, never what the run has learnt from so far
 RESUMABLE_KEYS = ("ppo.num_updates", "checkpoint_every", "logger", "logger.", "eval", "eval.", "torch_threads",
-                  "torch_threads_update")
+                  "torch_threads_update", "executor", "executor.", "bc.label_workers")
 
 
 log = logging.getLogger(__name__)

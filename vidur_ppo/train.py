@@ -56,19 +56,23 @@ def seed_everything(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, stop, demos_needed: bool):
+def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, stop, demos_needed: bool, slots=()):
     """BC from the teacher (once per run, then a checkpoint), and the demonstrations fading BC
     needs (a resumed run re-collects the warm start's from their seeds); returns them. `env`: one env
     per slot (ppo/bc.py: the episodes go round them). A stop during BC raises StopRequested with
     nothing of BC kept: a resume runs it again, from the start."""
-    from vidur_ppo.ppo.bc import collect_demos, warm_start as bc_warm_start
+    from vidur_ppo.ppo.bc import EpisodeLabeller, collect_demos, warm_start as bc_warm_start
 
     def bar(total: int, desc: str):
         return progress_bar(tc.logger.progress, total, 0, desc)
 
+    # bc.label_workers > 1: episodes labelled in parallel on the run's executor, each made from its slot's spec
+    labeller = EpisodeLabeller(slots, tc.executor, tc.bc.label_workers) if tc.bc.label_workers > 1 else None
+
     if tc.bc.enabled and not run_state.bc_done:
         demos, result, run_state.bc_seeds = bc_warm_start(trainer.model, env, tc.bc, rng, tc.eval.seed_base,
-                                                          trainer.update_threads, stop=stop, bar=bar)
+                                                          trainer.update_threads, stop=stop, bar=bar,
+                                                          labeller=labeller)
         logger.event("bc", 0, **result)
         log.info(f"BC warm start from {tc.bc.teacher}: {100 * result['agreement']:.1f}% agreement on held-out episodes")
         run_state.bc_done = True
@@ -78,7 +82,8 @@ def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, stop, demo
     if not demos_needed:
         return None
     seeds = run_state.bc_seeds or [int(s) for s in rng.integers(tc.eval.seed_base, size=tc.bc.episodes)]
-    return collect_demos(env, tc.bc.teacher, seeds, stop=stop, bar=bar, desc=f"fading BC: {tc.bc.teacher} labels")
+    return collect_demos(env, tc.bc.teacher, seeds, stop=stop, bar=bar, desc=f"fading BC: {tc.bc.teacher} labels",
+                         labeller=labeller)
 
 
 def final_evaluation(tc: TrainConfig, spec: build.EnvSpec, model, run_dir: Path, logger, update: int, stop) -> float:
@@ -124,6 +129,7 @@ def run(cfg: DictConfig, run_dir: Path, resumed_overrides=()) -> float:
 
 def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrides=()) -> float:
     """build -> warm start -> fit -> evaluate -> report."""
+    from vidur_ppo.executor import ExecutorKind, connect
     from vidur_ppo.interrupts import StopRequested
     from vidur_ppo.models import make_model
     from vidur_ppo.ppo.bc import FadingBC
@@ -151,10 +157,14 @@ def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrid
         if tc.slots:
             clusters = [" + ".join(f"{n} x {g.device}" for n, g in s.cluster.groups()) for s in slots]
             log.info("training on slots " + ", ".join(f"{slot.name} ({c})" for slot, c in zip(tc.slots, clusters)))
-        demos = warm_start(tc, trainer, probes, rng, state, logger, stop, demos_needed=fading)
+        if tc.executor.kind == ExecutorKind.ray:  # the labelling tasks and the rollout actors share one Ray
+            connect(tc.executor, tc.parallel_workers())
+            stop.reclaim()  # ray.init took SIGTERM (its handler aborts)
+        demos = warm_start(tc, trainer, probes, rng, state, logger, stop, demos_needed=fading, slots=slots)
         stop.check()
         trainer.fading_bc = FadingBC(demos, tc.ppo.bc_coef, tc.ppo.bc_fade_updates) if fading else None
-        state.sampler = build.make_sampler(slots, tc.ppo, model, tc.model, len(features), tc.seed)
+        state.sampler = build.make_sampler(slots, tc.ppo, model, tc.model, len(features), tc.seed,
+                                           executor=tc.executor)
         # a multi-cluster run's curriculum leaves each slot's own workload alone (workload None)
         curriculum = make_curriculum(tc.curriculum, None if tc.slots else spec.workload,
                                      dataclasses.asdict(spec.reward))
@@ -199,6 +209,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     from vidur_ppo.interrupts import StopRequested
+    from vidur_ppo.ppo.samplers import RolloutWorkerDied
     from vidur_ppo.ppo.trainer import TrainingDiverged
     from vidur_ppo.input_checks import INPUT_ERRORS, label
 
@@ -212,6 +223,11 @@ def main(cfg: DictConfig) -> float:
         if hc.mode == RunMode.MULTIRUN:
             raise  # a failed job of a sweep: the sweeper records it (Optuna: a failed trial) and goes on
         _exit(f"{label(exc) or 'training diverged'}: {exc}", 2 if label(exc) else 3)
+    except RolloutWorkerDied as exc:
+        if hc.mode == RunMode.MULTIRUN:
+            raise
+        _exit(f"{exc}; the last checkpoint is in {run_dir}; continue with: python -m vidur_ppo.train resume={run_dir}",
+              1)
     except StopRequested as exc:
         kept = f"checkpoint in {run_dir}" if (run_dir / checkpoint.CHECKPOINT).exists() else "before the first checkpoint"
         _exit(f"stopped by {exc}: {kept}; continue with: python -m vidur_ppo.train resume={run_dir}", 128 + exc.signum)

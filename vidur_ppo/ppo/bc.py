@@ -43,6 +43,9 @@ class BCConfig:
     batch_chunks: int = 32
     dagger_rounds: int = 0  # DAgger rounds after cloning the teacher's own episodes (0: plain BC)
     dagger_episodes: int = 2  # episodes the policy drives (and the teacher labels) per round
+    # episodes labelled at once: 1 in the training process; more on the run's `executor` (local processes or
+    # Ray tasks), each episode made from its slot's spec in the worker: the same demonstrations, sooner
+    label_workers: int = 1
 
     def __post_init__(self) -> None:
         from vidur_ppo.routing.lookahead import PLANNERS
@@ -50,7 +53,7 @@ class BCConfig:
         check(self.teacher in HEURISTICS or self.teacher in PLANNERS, "bc.teacher",
               f"must be a heuristic or a planner ({', '.join([*HEURISTICS, *PLANNERS])})", self.teacher)
         positive(self, "bc", "episodes", "holdout_episodes", "epochs", "lr", "seq_len", "batch_chunks",
-                 "dagger_episodes")
+                 "dagger_episodes", "label_workers")
         check(self.dagger_rounds >= 0, "bc.dagger_rounds", "must be >= 0", self.dagger_rounds)
 
 
@@ -83,39 +86,78 @@ def _slots(env: Envs, first: int = 0) -> List[VidurRoutingEnv]:
 
 
 def collect_demos(env: Envs, teacher: str, seeds: Sequence[int], learner=None, stop=None,
-                  bar: Bar = no_bar, desc: str = "") -> List[Demo]:
+                  bar: Bar = no_bar, desc: str = "", labeller: Optional["EpisodeLabeller"] = None,
+                  first: int = 0) -> List[Demo]:
     """One episode per seed, labelled by `teacher` at every decision; the teacher drives, or with a
-    `learner` (a policy obs -> action) the learner drives and the teacher only labels (DAgger).
-    `env`: one env, or one per slot (episode i on slot i % len(slots)). A learner's demos record how
-    often it already agreed (`Demo.learner_agreement`). One bar step per episode (`desc` names the
-    phase); `stop.check()` at every decision."""
-    from vidur_ppo.eval.paired import make_router
-
-    envs, demos = _slots(env), []
+    `learner` (a TorchPolicy) the learner drives and the teacher only labels (DAgger).
+    `env`: one env, or one per slot (episode i on slot (first + i) % len(slots)). A learner's demos record
+    how often it already agreed (`Demo.learner_agreement`). One bar step per episode (`desc` names the
+    phase); `stop.check()` at every decision, or with a `labeller` (episodes on its executor, in parallel)
+    every half second while they run (leaving the executor ends its workers)."""
     with bar(len(seeds), desc or f"{teacher} labels episodes") as progress:
+        if labeller is not None:
+            return labeller.label(teacher, seeds, None if learner is None else learner.model, first,
+                                  done=lambda: progress.update(1), poll=stop.check if stop is not None else None)
+        envs, demos = _slots(env, first), []
         for i, seed in enumerate(seeds):
-            env = envs[i % len(envs)]
-            policy = make_router(teacher)
-            policy.reset(seed)
-            obs, _ = env.reset(seed=int(seed))
-            if hasattr(policy, "bind"):
-                policy.bind(env)
-            if learner is not None:
-                learner.reset(seed)
-            feats, actions, agreed, done = [], [], 0, False
-            while not done:
-                if stop is not None:
-                    stop.check()  # a planner's episode can take minutes: stop at the next decision
-                a = policy(obs)
-                feats.append(obs["features"])
-                actions.append(a)
-                step = a if learner is None else learner(obs)
-                agreed += int(step == a)
-                obs, _, done, _, _ = env.step(step)
-            demos.append(Demo(torch.as_tensor(np.stack(feats)), torch.as_tensor(actions, dtype=torch.long),
-                              agreed / len(actions) if learner is not None else None))
+            demos.append(label_episode(envs[i % len(envs)], teacher, seed, learner, stop))
             progress.update(1)
     return demos
+
+
+def label_episode(env: VidurRoutingEnv, teacher: str, seed: int, learner=None, stop=None) -> Demo:
+    """One episode of `env` from `seed`, every decision labelled by `teacher` (which drives, unless a
+    `learner` does)."""
+    from vidur_ppo.eval.paired import make_router
+
+    policy = make_router(teacher)
+    policy.reset(seed)
+    obs, _ = env.reset(seed=int(seed))
+    if hasattr(policy, "bind"):
+        policy.bind(env)
+    if learner is not None:
+        learner.reset(seed)
+    feats, actions, agreed, done = [], [], 0, False
+    while not done:
+        if stop is not None:
+            stop.check()  # a planner's episode can take minutes: stop at the next decision
+        a = policy(obs)
+        feats.append(obs["features"])
+        actions.append(a)
+        step = a if learner is None else learner(obs)
+        agreed += int(step == a)
+        obs, _, done, _, _ = env.step(step)
+    return Demo(torch.as_tensor(np.stack(feats)), torch.as_tensor(actions, dtype=torch.long),
+                agreed / len(actions) if learner is not None else None)
+
+
+def label_job(job) -> Demo:
+    """`label_episode` as an executor job: (env spec, teacher, seed, the learner's model or None); the env
+    is made in the worker, the learner is a TorchPolicy of the shipped model (one torch thread)."""
+    from vidur_ppo.eval.paired import TorchPolicy
+
+    spec, teacher, seed, model = job
+    torch.set_num_threads(1)
+    return label_episode(spec.make(), teacher, seed, None if model is None else TorchPolicy(model))
+
+
+class EpisodeLabeller:
+    """Labels episodes in parallel on an executor (vidur_ppo/executor.py: local processes or Ray tasks),
+    `workers` at a time: with a planner teacher labelling is most of a training run. Episode i runs on
+    slot spec (first + i) % n, as `collect_demos` does in process, so the demonstrations are the same."""
+
+    def __init__(self, specs: Sequence[Any], executor: Any, workers: int) -> None:
+        self.specs, self.executor, self.workers = list(specs), executor, int(workers)
+
+    def label(self, teacher: str, seeds: Sequence[int], model, first: int = 0,
+              done: Optional[Callable[[], Any]] = None, poll: Optional[Callable[[], Any]] = None) -> List[Demo]:
+        """The demonstrations, in seed order; `done()` once per finished episode, `poll()` while they run."""
+        from vidur_ppo.executor import make_executor
+
+        n = len(self.specs)
+        jobs = [(self.specs[(first + i) % n], teacher, int(seed), model) for i, seed in enumerate(seeds)]
+        # shielded: the trainer traps the stop signals, and kills the workers at its next poll
+        return make_executor(self.executor, self.workers, shielded=True).map(label_job, jobs, done, poll=poll)
 
 
 def _batch(demos: Sequence[Demo]):
@@ -231,7 +273,7 @@ class FadingBC:
 
 
 def warm_start(model, env: Envs, cfg: BCConfig, rng: np.random.Generator, seed_limit: int,
-               update_threads: int, stop=None, bar: Bar = no_bar):
+               update_threads: int, stop=None, bar: Bar = no_bar, labeller: Optional[EpisodeLabeller] = None):
     """Behaviour cloning before PPO: demonstrations of the teacher on training seeds, cross-entropy
     with every core, agreement on held-out episodes. Returns (train demos, result for the log, the
     seeds of the train demos: a resumed run re-collects the same demonstrations from them).
@@ -240,7 +282,8 @@ def warm_start(model, env: Envs, cfg: BCConfig, rng: np.random.Generator, seed_l
     from vidur_ppo.eval.paired import TorchPolicy
 
     seeds = [int(s) for s in rng.integers(seed_limit, size=cfg.episodes + cfg.holdout_episodes)]
-    demos = collect_demos(env, cfg.teacher, seeds, stop=stop, bar=bar, desc=f"BC: {cfg.teacher} labels episodes")
+    demos = collect_demos(env, cfg.teacher, seeds, stop=stop, bar=bar, desc=f"BC: {cfg.teacher} labels episodes",
+                          labeller=labeller)
     train, held = demos[: cfg.episodes], demos[cfg.episodes:]
     threads = torch.get_num_threads()
     torch.set_num_threads(update_threads)  # no env workers yet
@@ -251,10 +294,11 @@ def warm_start(model, env: Envs, cfg: BCConfig, rng: np.random.Generator, seed_l
         for k in range(cfg.dagger_rounds):  # the policy drives, the teacher labels, retrain on the aggregate
             round_ = f"DAgger {k + 1}/{cfg.dagger_rounds}"
             first = len(seeds) + k * cfg.dagger_episodes  # the slots continue where the previous episodes left off
-            visited = collect_demos(_slots(env, first), cfg.teacher,
+            visited = collect_demos(env, cfg.teacher,
                                     [int(s) for s in rng.integers(seed_limit, size=cfg.dagger_episodes)],
                                     learner=TorchPolicy(model), stop=stop, bar=bar,
-                                    desc=f"{round_}: {cfg.teacher} labels the policy's episodes")
+                                    desc=f"{round_}: {cfg.teacher} labels the policy's episodes",
+                                    labeller=labeller, first=first)
             result[f"dagger{k}_policy_agreement"] = float(np.mean([d.learner_agreement for d in visited]))
             train = train + visited
             losses = train_bc(model, train, **fit, desc=f"{round_} epochs")
