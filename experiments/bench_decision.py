@@ -122,8 +122,8 @@ def write(result: Dict[str, object], meta: Dict[str, object], out: Path) -> None
     text = f"""# The Serve router's decision, before and after (issue 26)
 
 `python experiments/bench_decision.py {meta['argv']}` ({meta['wall_s']:.0f} s). {meta['machine']}, torch
-{meta['torch']}, one torch thread. **Other processes ran beside it** (other people's tests on this machine): load
-average before / after {meta['loadavg_before']} / {meta['loadavg_after']}. Both paths ran interleaved, decision by
+{meta['torch']}, one torch thread. Load average before / after {meta['loadavg_before']} / {meta['loadavg_after']} (above
+the core count: other processes shared the cores). Both paths ran interleaved, decision by
 decision, in this one process, so they shared that noise; the ratio is the number to read, the absolute tails less so.
 
 Policy: `{meta['policy']}` (model `{meta['model']}`: embed {meta['embed_dim']}, {meta['heads']} heads, GRU
