@@ -30,3 +30,11 @@ def recorded(job):
 def environment_variable(name):
     """The worker's value of an environment variable."""
     return os.environ.get(name)
+
+
+def sleep_for(seconds):
+    """A long job: what a stop must not wait for."""
+    import time
+
+    time.sleep(seconds)
+    return seconds

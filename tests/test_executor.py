@@ -14,12 +14,12 @@ from vidur_ppo import CONF_DIR
 from vidur_ppo.checks import ConfigError
 from vidur_ppo.config import register_configs
 from vidur_ppo.eval.suite import CSV_FLOAT_FORMAT, EvalConfig, run_jobs, run_suite, safe_suite_job, suite_jobs
-from vidur_ppo.executor import (JOURNAL_DIR, ExecutorConfig, JobJournal, LocalExecutor, RayExecutor, job_key,
-                                make_executor)
+from vidur_ppo.executor import (JOURNAL_DIR, ExecutorConfig, JobJournal, LocalExecutor, RayExecutor, ShieldedExecutor,
+                                job_key, make_executor)
 from vidur_ppo.evaluate import output_dir
 
 import executor_jobs
-from executor_jobs import die_once, environment_variable, recorded
+from executor_jobs import die_once, environment_variable, recorded, sleep_for
 
 ray = pytest.importorskip("ray")
 
@@ -162,3 +162,30 @@ def test_a_taken_default_dir_with_a_journal_is_named_for_resuming(tmp_path, caps
     (first / JOURNAL_DIR).mkdir()
     assert output_dir(None, False, tmp_path, "s") == tmp_path / "evaluate_s-2"
     assert f"evaluate_s holds an interrupted suite: out={first} resumes it" in capsys.readouterr().err
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kind", ["local", "shielded", "ray"])
+def test_a_raising_poll_ends_the_wait_and_the_jobs_within_a_poll(kind, local_ray):
+    """A trainer stopping (its poll raises `StopRequested`) must not wait for jobs still out: each executor asks
+    the poll while it waits, and leaving ends its workers (local: the pool's; shielded: killed, as they ignore
+    SIGTERM; Ray: the tasks cancelled)."""
+    import multiprocessing
+    import time
+
+    executor = {"local": LocalExecutor(2), "shielded": ShieldedExecutor(2), "ray": RayExecutor(RAY, 2)}[kind]
+    polls = []
+
+    def poll():
+        polls.append(time.perf_counter())
+        if len(polls) == 3:
+            raise _Stop
+
+    t0 = time.perf_counter()
+    with pytest.raises(_Stop):
+        executor.map(sleep_for, [60, 60, 60], poll=poll)
+    assert time.perf_counter() - t0 < 20  # spawning the workers included; the jobs would take 90 s
+    assert not multiprocessing.active_children()  # every local worker ended and reaped
