@@ -125,3 +125,28 @@ def test_episodes_labelled_in_parallel_are_the_ones_labelled_in_process():
         for a, b in zip(here, there):
             assert torch.equal(a.feats, b.feats) and torch.equal(a.actions, b.actions)
             assert a.learner_agreement == b.learner_agreement
+
+
+def test_a_warm_start_labelled_in_workers_trains_the_model_labelled_in_process():
+    """BC then a DAgger round, once labelled here and once by two label workers: the same weights, bit for bit
+    (DAgger's learner leaves the model recording attention, which changes its training kernel: it must do so
+    whichever process the learner decides in)."""
+    import numpy as np
+
+    from vidur_ppo.build import EnvSpec
+    from vidur_ppo.ppo.bc import BCConfig, EpisodeLabeller, warm_start
+    from vidur_ppo.routing.features import features_config
+    from vidur_ppo.routing.rewards import reward_config
+    from vidur_ppo.routing.safety import SafetyConfig
+    from vidur_ppo.sim.cluster import ClusterSpec
+
+    spec = EnvSpec(ClusterSpec(num_replicas=2), {**WL, "num_requests": 40}, reward_config(None),
+                   features_config("queue"), SafetyConfig())
+    cfg = BCConfig(teacher="jsq", episodes=2, holdout_episodes=1, epochs=3, dagger_rounds=1, dagger_episodes=2)
+    weights = []
+    for labeller in (None, EpisodeLabeller([spec], None, workers=2)):
+        torch.manual_seed(0)
+        model = make_model({"name": "attn_gru"}, 2, spec.make().features.num_features)
+        warm_start(model, [spec.make()], cfg, np.random.default_rng(0), 10_000, update_threads=1, labeller=labeller)
+        weights.append(model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -267,6 +267,7 @@ class ShieldedExecutor(Executor):
                 poll()
                 for remote in [r for r in busy if r in ready or busy[r].sentinel in ready]:
                     if not remote.poll():
+                        busy[remote].join(1)  # its pipe closes a moment before it can be reaped
                         raise RuntimeError(f"a worker process died (exit code {busy[remote].exitcode})")
                     status, payload = remote.recv()
                     if status == "error":

@@ -31,6 +31,11 @@ class TorchPolicy:
     def __init__(self, model, deterministic: bool = True, seed: int = 0) -> None:
         self.model, self.deterministic = model, deterministic
         self.gen = torch.Generator().manual_seed(seed)
+        if self.has_attention:
+            # the attention map, for reports; the flag stays on the model, and a live training model (DAgger's
+            # learner) trains on with it, whose attention then takes another kernel: set on construction, not at
+            # the first decision, so a run whose learner decides in label workers (bc.label_workers) trains the same
+            self.model.record_attention = True
         self.reset()
 
     def reset(self, seed=None) -> None:
@@ -47,8 +52,6 @@ class TorchPolicy:
     @torch.no_grad()
     def __call__(self, obs) -> int:
         feats = torch.as_tensor(obs["features"]).view(1, 1, *obs["features"].shape)
-        if self.has_attention:
-            self.model.record_attention = True
         logits, _, self.state = self.model(feats, self.state, self.start, with_value=False)
         if self.has_attention and self.model.attention_weights() is not None:
             w = self.model.attention_weights()[0]
