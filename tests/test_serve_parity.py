@@ -130,3 +130,19 @@ def test_stale_reports_count_what_was_routed_since():
     np.testing.assert_allclose(state[:, ReplicaColumn.oldest_wait], [1.0, 1.0])
     np.testing.assert_allclose(state[:, ReplicaColumn.kv_capacity], [1.0, 1.0])  # relative to the mean
     assert [r[RANK] for r in reports] == [0, 1]
+
+
+def test_a_forward_that_cannot_be_traced_decides_eagerly(run_dir, monkeypatch, caplog):
+    """torch.jit is deprecated: where tracing fails, one warning, and the eager forward decides (the same picks)."""
+    import torch
+
+    from vidur_ppo.eval.paired import TorchPolicy
+
+    def no_trace(*args, **kwargs):
+        raise RuntimeError("torch.jit.trace is gone")
+
+    monkeypatch.setattr(torch.jit, "trace", no_trace)
+    with caplog.at_level("WARNING"):
+        routing = LearnedRouting(run_dir)
+    assert type(routing.policy) is TorchPolicy
+    assert "could not be traced (torch.jit.trace is gone)" in caplog.text

@@ -9,6 +9,7 @@ decision.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple
@@ -20,6 +21,8 @@ from vidur_ppo.eval.paired import TorchPolicy
 from vidur_ppo.routing.features import features_config, make_feature_set
 from vidur_ppo.serve.stats import RoutedRequest, state_matrix
 from vidur_ppo.sim.driver import ReplicaColumn
+
+log = logging.getLogger(__name__)
 
 #: feature sets whose columns a replica cannot report without a prefix cache (ReplicaColumn.cached_prefix)
 UNSUPPORTED_FEATURES = ("prefix",)
@@ -113,8 +116,12 @@ class LearnedRouting:
         self.feature_names = tuple(self.features.names)
         self.trained_replicas = int(cfg.env.num_replicas)
         if traced:
-            self.policy = TracedPolicy(self.policy)
-            self.policy.prepare(self.trained_replicas)
+            try:
+                traced_policy = TracedPolicy(self.policy)
+                traced_policy.prepare(self.trained_replicas)
+                self.policy = traced_policy
+            except Exception as exc:  # noqa: BLE001 - e.g. a torch without torch.jit: the eager path decides the same
+                log.warning("the policy's forward could not be traced (%s): deciding with the eager forward", exc)
         self.reset()
 
     def reset(self) -> None:
