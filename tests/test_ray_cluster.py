@@ -1,8 +1,9 @@
 """A two-node Ray cluster on loopback (`ray start --head` + `ray start --address=...`, one CPU each, in a
 temp dir of its own): a suite run with `executor=ray executor.address=...` whose worker node is killed
 mid-suite still gives the local executor's metrics.csv (Ray resubmits the lost jobs), and a driver
-killed mid-suite leaves a journal from which a re-run runs only the missing jobs. Run by
-`make test-cluster` (`pytest -m ray_cluster`; deselected by default: it takes about a minute)."""
+killed mid-suite leaves a journal from which a re-run runs only the missing jobs; a training run whose worker
+node dies mid-PPO stops with one line and resumes exactly. Run by `make test-cluster` (`pytest -m ray_cluster`;
+deselected by default: it takes about a minute and a half)."""
 
 import os
 import signal
@@ -70,6 +71,14 @@ def _kill_tree(procs) -> None:
     psutil.wait_procs(list(everything.values()), timeout=10)
 
 
+def _start_worker_node(address: str, temp: str, ports=None) -> str:
+    """A worker node of one CPU joining `address`; its node-manager port."""
+    ports = ports or _node_ports()
+    subprocess.run([RAY, "start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
+                    f"--temp-dir={temp}", *ports], check=True, capture_output=True, timeout=120)
+    return ports[1]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """(address, the worker node's node-manager port, temp dir). Stopped by killing exactly its own processes:
@@ -84,8 +93,7 @@ def cluster():
                         "--include-dashboard=false", f"--temp-dir={temp}", "--ray-client-server-port", str(_free_port()),
                         "--dashboard-port", str(_free_port()), "--disable-usage-stats", *_node_ports()],
                        check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{head}", "--node-ip-address=127.0.0.1", "--num-cpus=1",
-                        f"--temp-dir={temp}", *worker_ports], check=True, capture_output=True, timeout=120)
+        _start_worker_node(f"127.0.0.1:{head}", temp, worker_ports)
         yield f"127.0.0.1:{head}", worker_ports[1], temp
     finally:
         if ray.is_initialized():
@@ -159,3 +167,36 @@ def test_a_killed_driver_resumes_from_its_journal(cluster, local_metrics, tmp_pa
     assert len(after) == len(jobs) and all(after[k] == ino for k, ino in before.items())  # never re-run, never rewritten
     rows = pd.DataFrame([r for res in results for r in res["rows"]])
     assert rows.to_csv(index=False, float_format=CSV_FLOAT_FORMAT).encode() == local_metrics
+
+
+def test_training_whose_worker_node_dies_stops_with_one_line_and_resumes_exactly(cluster, tmp_path):
+    """A training run on the cluster (`executor.address`: BC labelled as Ray tasks, two rollout actors, one per
+    node) loses its worker node mid-PPO: it stops with one line naming the last checkpoint and `resume=`; resumed
+    once the cluster has a second node again, it writes every row of the same run on local processes."""
+    from test_resume import RUN, TRAIN, _numbers, _rows, _start, _wait_rows
+    from test_ray_training import PARALLEL
+
+    address, _, temp = cluster
+    if ray.is_initialized():
+        ray.shutdown()  # this process's driver (the tests above) would hold the cluster's CPUs
+    port = _start_worker_node(address, temp)  # a fresh worker node: an earlier test killed the first
+    local = tmp_path / "local"
+    out = subprocess.run(TRAIN + RUN + PARALLEL + [f"hydra.run.dir={local}"], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "cluster"
+    proc = _start(run_dir, *PARALLEL, "executor=ray", f"executor.address={address}")
+    try:
+        _wait_rows(proc, run_dir, 3)  # past the checkpoint at update 2
+        _kill_tree(_worker_raylet(temp, port))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 1, err[-3000:]
+    assert "a rollout worker (Ray actor) died" in last and f"resume={run_dir}" in last and "Traceback" not in err
+    _start_worker_node(address, temp)
+    out = subprocess.run(TRAIN + [f"resume={run_dir}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _numbers(_rows(run_dir)) == _numbers(_rows(local))
