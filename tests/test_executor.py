@@ -188,4 +188,10 @@ def test_a_raising_poll_ends_the_wait_and_the_jobs_within_a_poll(kind, local_ray
     with pytest.raises(_Stop):
         executor.map(sleep_for, [60, 60, 60], poll=poll)
     assert time.perf_counter() - t0 < 20  # spawning the workers included; the jobs would take 90 s
-    assert not multiprocessing.active_children()  # every local worker ended and reaped
+    if kind == "ray":  # the cancelled tasks' workers gave their CPUs back
+        deadline = time.time() + 20
+        while ray.available_resources().get("CPU", 0) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) == 2
+    else:
+        assert not multiprocessing.active_children()  # every local worker ended and reaped

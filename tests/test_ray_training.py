@@ -49,13 +49,19 @@ def test_ray_run_survives_a_group_sigterm_and_resumes_into_the_local_run(local_r
 
 
 def test_a_local_ray_s_services_leave_a_group_sigterm_to_the_driver():
-    """`executor.connect` starts a local Ray whose GCS and raylet have SIGTERM blocked: a signal to the
-    process group must not take them (and the object store with them) from a driver that is still writing
-    its checkpoint; the driver stops them at exit. Ray's workers run in sessions of their own."""
+    """For a driver that traps SIGTERM (training), `executor.connect` starts a local Ray whose GCS and raylet
+    have SIGTERM blocked, and gives the caller its SIGTERM handler back: a signal to the process group must not
+    take the services (and the object store with them) from a driver that is still writing its checkpoint, nor
+    Ray's handler abort it; the driver stops them at exit. (Ray's workers run in process groups of their own.)"""
     code = """
+import signal
 import ray
 from vidur_ppo.executor import ExecutorConfig, connect
-connect(ExecutorConfig(kind="ray"), 1)
+def mine(signum, frame):
+    pass
+signal.signal(signal.SIGTERM, mine)
+connect(ExecutorConfig(kind="ray"), 1, traps_sigterm=True)
+print("handler", signal.getsignal(signal.SIGTERM) is mine)
 node = ray._private.worker._global_node
 for kind in ("gcs_server", "raylet"):
     pid = node.all_processes[kind][0].process.pid
@@ -65,4 +71,5 @@ for kind in ("gcs_server", "raylet"):
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["gcs_server", "True", "raylet", "True"], out.stdout
+    # and the caller's SIGTERM handler is its own again (ray.init installs one that aborts)
+    assert out.stdout.split() == ["handler", "True", "gcs_server", "True", "raylet", "True"], out.stdout

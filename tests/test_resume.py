@@ -123,7 +123,7 @@ def test_divergence_stops_with_one_line_and_a_finite_checkpoint(tmp_path):
 
 
 def _label_workers_busy(proc, n: int, timeout: float = 240) -> None:
-    """Wait until the run has its fork server and `n` label workers (bc.label_workers=n) under it."""
+    """Wait until the run has `n` label workers (bc.label_workers=n) and spawn's resource tracker under it."""
     import psutil
 
     deadline = time.time() + timeout
@@ -147,8 +147,8 @@ def _group_gone(pgid: int, timeout: float = 15) -> bool:
 
 def test_sigterm_during_bc_stops_there_and_resume_runs_bc_again(tmp_path):
     # the legacy pipeline, BC from 20 teacher episodes labelled by two local workers (seconds); SIGTERM to the
-    # whole group (the fork server and the workers die with it) while they label: the run must still stop
-    # within a second, not wait for episodes that will never come back, and leave no process behind
+    # whole group while they label: the workers ignore it (ShieldedExecutor), the trainer's next poll (within
+    # half a second) ends the labelling and kills them, and no process of the run is left behind
     proc = _start(tmp_path, "experiment=legacy", "bc.episodes=20", "bc.label_workers=2", "ppo.num_updates=1")
     _label_workers_busy(proc, 2)
     time.sleep(0.5)

@@ -145,7 +145,7 @@ class Executor:
 
     def map(self, fn: Callable, jobs: Sequence[Any], progress: Optional[Callable[[], Any]] = None,
             journal: Optional[JobJournal] = None, poll: Optional[Callable[[], Any]] = None) -> List[Any]:
-        """`poll()` runs about every POLL_S seconds while jobs are out: a caller that traps its stop signals
+        """`poll()` runs before each wait of at most POLL_S seconds for a job: a caller that traps its stop signals
         raises from it (`StopSignals.check`) and leaving ends the workers, even when a signal to the process
         group already killed them, so a stop is never stuck waiting on a job that will not come back."""
         keys = [job_key(fn, job) for job in jobs] if journal is not None else []
@@ -215,11 +215,12 @@ class LocalExecutor(Executor):
             results = pool.imap_unordered(functools.partial(_indexed, fn), todo)
             for _ in todo:
                 while True:
+                    poll()
                     try:
                         i, res = results.next(timeout=POLL_S)
                         break
                     except Pending:
-                        poll()
+                        pass
                 finished(i, res)
 
 
@@ -252,7 +253,7 @@ class ShieldedExecutor(Executor):
         from multiprocessing import get_context
         from multiprocessing.connection import wait
 
-        ctx, queue, procs, busy = get_context("spawn"), list(todo), [], {}
+        ctx, queue, procs, remotes, busy = get_context("spawn"), list(todo), [], [], {}
         try:
             for _ in range(min(self.workers, len(todo))):
                 remote, work = ctx.Pipe()
@@ -260,6 +261,7 @@ class ShieldedExecutor(Executor):
                 proc.start()
                 work.close()
                 procs.append(proc)
+                remotes.append(remote)
                 busy[remote] = proc
                 remote.send(queue.pop(0))
             while busy:
@@ -273,16 +275,20 @@ class ShieldedExecutor(Executor):
                     if status == "error":
                         raise RuntimeError(f"a job failed in its worker:\n{payload}")
                     finished(*payload)
-                    if queue:
-                        remote.send(queue.pop(0))
-                    else:
-                        remote.send(None)
+                    job = queue.pop(0) if queue else None  # None: no more work, the worker ends
+                    try:
+                        remote.send(job)
+                    except (BrokenPipeError, OSError):
+                        raise RuntimeError("a worker process died between jobs") from None
+                    if job is None:
                         del busy[remote]
         finally:
             for proc in procs:  # they ignore SIGTERM: leaving early (a stop, an error) kills them
                 if proc.is_alive() and busy:
                     proc.kill()
                 proc.join()
+            for remote in remotes:
+                remote.close()
 
 
 def _call(fn: Callable, job: Any) -> Any:
@@ -304,17 +310,16 @@ class RayExecutor(Executor):
         pending = list(index)
         try:
             while pending:
+                poll()
                 done, pending = ray.wait(pending, num_returns=1, timeout=POLL_S)
                 for ref in done:
                     finished(index[ref], ray.get(ref))
-                if not done:
-                    poll()
         finally:
             for ref in pending:  # left early (a stop, an error): the jobs still out are not wanted
                 ray.cancel(ref, force=True)
 
 
-def connect(cfg: ExecutorConfig, workers: int):
+def connect(cfg: ExecutorConfig, workers: int, traps_sigterm: bool = False):
     """Ray, initialised once per process: joins `cfg.address`, or starts a local Ray of `num_cpus`
     (default `workers`) CPUs; quiet (no dashboard, Ray's own logging at warnings) but for one line."""
     import ray
@@ -323,20 +328,28 @@ def connect(cfg: ExecutorConfig, workers: int):
         return ray
     # the jobs' own stderr (a failed scenario's traceback) still reaches the driver, prefixed by Ray
     quiet = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    # `ray.init` installs Ray's own SIGTERM handler, which aborts the driver with no checkpoint: the caller's
+    # handlers (training's StopSignals) are put back before a signal that came meanwhile is let through.
+    # `traps_sigterm` (training): the local Ray starts with SIGTERM blocked, so its services (GCS, raylet), which
+    # inherit the mask and share the driver's process group, outlive a SIGTERM sent to the group and the driver,
+    # stopping in order, shuts them down at exit (~4 s more: Ray waits a second on each before SIGKILL). Not for a
+    # driver that dies of SIGTERM (vidur-ppo-evaluate): the services would die with it, their agents not.
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM} if traps_sigterm else set())
+    try:
+        if cfg.address:
+            ray.init(address=cfg.address, **quiet)
+        else:
+            ray.init(num_cpus=cfg.num_cpus or workers, **quiet)
+    finally:
+        for s, handler in handlers.items():
+            if handler is not None:
+                signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if cfg.address:
-        ray.init(address=cfg.address, **quiet)
         cpus = int(ray.cluster_resources().get("CPU", 0))
         print(f"ray: joined the cluster at {cfg.address} ({len(ray.nodes())} nodes, {cpus} CPUs)", file=sys.stderr)
     else:
-        # Ray's services (GCS, raylet) would share this process group and die of a SIGTERM sent to it, leaving a
-        # driver that traps it (training) unable to checkpoint its actors' episodes: they start with SIGTERM
-        # blocked (a signal mask is inherited), so the driver stops them in order (ray.shutdown at exit; the
-        # price: ~4 s more, Ray waiting a second on each before SIGKILL). Ray workers get a session of their own.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            ray.init(num_cpus=cfg.num_cpus or workers, **quiet)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         print(f"ray: started a local Ray with {cfg.num_cpus or workers} CPUs", file=sys.stderr)
     return ray
 

@@ -49,12 +49,6 @@ class StopSignals:
             self._previous[s] = signal.signal(s, self._handle)
         return self
 
-    def reclaim(self) -> None:
-        """Handle the signals again after a library took them: `ray.init` installs Ray's own SIGTERM handler,
-        which aborts the process with no checkpoint."""
-        for s in self.SIGNALS:
-            signal.signal(s, self._handle)
-
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)

@@ -78,7 +78,7 @@ def warm_start(tc: TrainConfig, trainer, env, rng, run_state, logger, stop, demo
         run_state.bc_done = True
         run_state.save(trainer, rng)
         run_state.snapshot(rundir.DISTILLED)  # the distilled policy before PPO: PPO is judged against it
-        return demos
+        return demos[: tc.bc.episodes]  # fading BC: the teacher's own episodes (not DAgger's), as a resume re-collects
     if not demos_needed:
         return None
     seeds = run_state.bc_seeds or [int(s) for s in rng.integers(tc.eval.seed_base, size=tc.bc.episodes)]
@@ -148,6 +148,10 @@ def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrid
                          tc.eval.seed_base, spec.reward.credit, tc.torch_threads_update, feature_names=features)
     state = rundir.RunState(run_dir, cfg, features, probe.cluster.num_replicas)
     resumed = state.restore(trainer, rng) if tc.resume else None
+    if state.bc_done and tc.bc.enabled and tc.bc.dagger_rounds > 0 and hasattr(model, "record_attention"):
+        # DAgger's learner (a TorchPolicy) left the uninterrupted run's model recording its attention maps, which
+        # routes its attention through another kernel: a run resumed after DAgger trains on the same way
+        model.record_attention = True
     logger = state.logger = RunLogger(run_dir, state.config, tc.logger, resume_update=resumed,
                                       wandb_id=state.wandb_id, **_sweep_identity())
     if resumed_overrides:
@@ -158,8 +162,7 @@ def train(tc: TrainConfig, cfg: DictConfig, run_dir: Path, stop, resumed_overrid
             clusters = [" + ".join(f"{n} x {g.device}" for n, g in s.cluster.groups()) for s in slots]
             log.info("training on slots " + ", ".join(f"{slot.name} ({c})" for slot, c in zip(tc.slots, clusters)))
         if tc.executor.kind == ExecutorKind.ray:  # the labelling tasks and the rollout actors share one Ray
-            connect(tc.executor, tc.parallel_workers())
-            stop.reclaim()  # ray.init took SIGTERM (its handler aborts)
+            connect(tc.executor, tc.parallel_workers(), traps_sigterm=True)  # StopSignals: a stop checkpoints first
         demos = warm_start(tc, trainer, probes, rng, state, logger, stop, demos_needed=fading, slots=slots)
         stop.check()
         trainer.fading_bc = FadingBC(demos, tc.ppo.bc_coef, tc.ppo.bc_fade_updates) if fading else None
@@ -197,6 +200,12 @@ def _show(bar, row: Dict[str, Any]) -> None:
     bar.set_postfix(ret=f"{ret:.1f}", e2e_p99=f"{p99:.2f}", sps=f"{row['sps']:.0f}")
 
 
+def _how_to_continue(run_dir: Path) -> str:
+    """What a stopped run kept, and the command that continues it."""
+    kept = f"checkpoint in {run_dir}" if (run_dir / checkpoint.CHECKPOINT).exists() else "before the first checkpoint"
+    return f"{kept}; continue with: python -m vidur_ppo.train resume={run_dir}"
+
+
 def _exit(message: str, code: int) -> None:
     """The run's last line: on stderr and in train.log."""
     log.error(message)
@@ -226,11 +235,9 @@ def main(cfg: DictConfig) -> float:
     except RolloutWorkerDied as exc:
         if hc.mode == RunMode.MULTIRUN:
             raise
-        _exit(f"{exc}; the last checkpoint is in {run_dir}; continue with: python -m vidur_ppo.train resume={run_dir}",
-              1)
+        _exit(f"{exc}: {_how_to_continue(run_dir)}", 1)
     except StopRequested as exc:
-        kept = f"checkpoint in {run_dir}" if (run_dir / checkpoint.CHECKPOINT).exists() else "before the first checkpoint"
-        _exit(f"stopped by {exc}: {kept}; continue with: python -m vidur_ppo.train resume={run_dir}", 128 + exc.signum)
+        _exit(f"stopped by {exc}: {_how_to_continue(run_dir)}", 128 + exc.signum)
     except KeyboardInterrupt:
         _exit(f"aborted (second Ctrl-C); the last checkpoint is in {run_dir}", 130)
 
