@@ -1,6 +1,7 @@
-"""A training run on Ray (`executor=ray`: BC episodes labelled as Ray tasks, the rollout workers as Ray
-actors) learns exactly what the same run on local processes learns, and a SIGTERM to its whole process
-group (a batch scheduler's stop) still checkpoints the actors' episodes, so `resume=` continues it exactly."""
+"""A training run on Ray (`executor=ray`: BC and DAgger episodes labelled as Ray tasks, the rollout workers as
+Ray actors) learns exactly what the same run on local processes learns, and a SIGTERM to its whole process
+group (a batch scheduler's stop) still checkpoints the actors' episodes, so `resume=` continues it exactly,
+DAgger's effects on the model included."""
 
 import os
 import signal
@@ -12,9 +13,11 @@ from test_resume import RUN, TRAIN, _group_gone, _numbers, _rows, _start, _wait_
 
 pytest.importorskip("ray")
 
-# the policy next to its envs in two workers, BC from 6 teacher episodes labelled two at a time
-PARALLEL = ["ppo.vector_mode=policy_workers", "ppo.num_workers=2", "bc.enabled=true", "bc.episodes=6",
-            "bc.holdout_episodes=2", "bc.label_workers=2"]
+# the policy next to its envs in two workers; BC from 4 teacher episodes and a DAgger round of 2, labelled two at a
+# time. After DAgger the model trains on recording its attention (its learner, a TorchPolicy, left it so), and
+# debug=smoke's fading BC anchors to the teacher's own episodes: a resumed run must do both as the uninterrupted one
+PARALLEL = ["ppo.vector_mode=policy_workers", "ppo.num_workers=2", "bc.enabled=true", "bc.episodes=4",
+            "bc.holdout_episodes=1", "bc.dagger_rounds=1", "bc.dagger_episodes=2", "bc.label_workers=2"]
 
 
 @pytest.fixture(scope="module")
