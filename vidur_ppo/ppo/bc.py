@@ -79,7 +79,8 @@ Envs = Union[VidurRoutingEnv, Sequence[VidurRoutingEnv]]
 
 def _slots(env: Envs, first: int = 0) -> List[VidurRoutingEnv]:
     """One env, or one per slot of a multi-cluster run (build.slot_specs) rotated to start at slot `first`:
-    episode i runs on the i-th, cyclically, so demonstrations come from every slot."""
+    episode i runs on the i-th, cyclically, so demonstrations come from every slot (`EpisodeLabeller` rotates
+    the slots' specs the same way)."""
     envs = list(env) if isinstance(env, (list, tuple)) else [env]
     first %= len(envs)
     return envs[first:] + envs[:first]
@@ -154,8 +155,8 @@ class EpisodeLabeller:
         """The demonstrations, in seed order; `done()` once per finished episode, `poll()` while they run."""
         from vidur_ppo.executor import make_executor
 
-        n = len(self.specs)
-        jobs = [(self.specs[(first + i) % n], teacher, int(seed), model) for i, seed in enumerate(seeds)]
+        specs = _slots(self.specs, first)  # the rotation collect_demos gives its envs
+        jobs = [(specs[i % len(specs)], teacher, int(seed), model) for i, seed in enumerate(seeds)]
         # shielded: the trainer traps the stop signals, and kills the workers at its next poll
         return make_executor(self.executor, self.workers, shielded=True).map(label_job, jobs, done, poll=poll)
 

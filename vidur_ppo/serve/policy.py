@@ -67,22 +67,15 @@ class TracedPolicy(TorchPolicy):
 
     def _step(self, feats: torch.Tensor):
         step = self._steps.get(feats.shape)
-        if step is None:
-            model, recorded = self.model, getattr(self.model, "record_attention", None)
-            if recorded is not None:
-                model.record_attention = True  # as TorchPolicy runs it: the same ops
-            try:
-                with torch.inference_mode(), warnings.catch_warnings():
-                    # shape checks become constants of the trace: one trace per input shape
-                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                    warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)  # see the docstring
-                    step = torch.jit.trace(_Step(model).eval(), (feats, self.start, self.state), check_trace=False)
-                    with torch.jit.optimized_execution(False):
-                        for _ in range(TRACE_WARMUP_RUNS):
-                            step(feats, self.start, self.state)
-            finally:
-                if recorded is not None:
-                    model.record_attention = recorded
+        if step is None:  # the model records attention (TorchPolicy's constructor set it): the eager path's ops
+            with torch.inference_mode(), warnings.catch_warnings():
+                # shape checks become constants of the trace: one trace per input shape
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.filterwarnings("ignore", "`torch.jit.trace", DeprecationWarning)  # see the docstring
+                step = torch.jit.trace(_Step(self.model).eval(), (feats, self.start, self.state), check_trace=False)
+                with torch.jit.optimized_execution(False):
+                    for _ in range(TRACE_WARMUP_RUNS):
+                        step(feats, self.start, self.state)
             self._steps[feats.shape] = step
         return step
 
